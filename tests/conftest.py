@@ -1,0 +1,90 @@
+"""Offline fixtures: a BPE tokenizer trained here and tiny random Qwen2/Llama models (never the Hub)."""
+
+import os
+
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features, Value
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(1)
+
+LABELS = ["alarm", "weather", "music"]
+TEXTS = {
+    "alarm": ["wake me up at seven", "set an alarm for six am", "cancel my morning alarm"],
+    "weather": ["will it rain today", "how hot is it outside", "is it sunny in paris"],
+    "music": ["play some jazz", "next song please", "turn up the music"],
+}
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _corpus() -> list[str]:
+    lines = [t for texts in TEXTS.values() for t in texts]
+    lines += ["Classify the text. Labels: alarm, weather, music. Reply as first guess short reasoning final label"]
+    lines += [f"<guess>{label}</guess><think>because</think><answer>{label}</answer>" for label in LABELS]
+    return lines * 3
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with a ChatML template; the GTA tags are not tokens of their own."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(_corpus(), trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=special[1:]
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def tiny_model(tokenizer, arch: str = "qwen2", seed: int = 0):
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    config = Qwen2Config(**common) if arch == "qwen2" else LlamaConfig(**common)
+    return AutoModelForCausalLM.from_config(config)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, tokenizer) -> str:
+    """A saved tiny Qwen2 (TRL reloads a reference model from a path when beta > 0)."""
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    model = tiny_model(tokenizer)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def raw_dataset() -> Dataset:
+    texts, labels = [], []
+    for label, items in TEXTS.items():
+        texts += items
+        labels += [LABELS.index(label)] * len(items)
+    features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
+    return Dataset.from_dict({"text": texts, "label": labels}, features=features)

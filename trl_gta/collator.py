@@ -1,0 +1,75 @@
+"""Teacher-forced batches of `prompt + <guess>GOLD</guess>` for the supervised guess loss.
+
+The prompt is tokenized exactly as TRL's GRPOTrainer does and the target is tokenized on its own and appended, the
+way sampled tokens are appended during generation, so the supervised loss sees the token sequence the policy would
+have to sample.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .prompts import tokenize_prompt
+
+GUESS_TARGET = "<guess>{label}</guess>"
+
+
+def target_continuation(target: str, response_prefix: str = "") -> str:
+    """The part of `target` that follows a response prefix the prompt already contains."""
+    if not target.startswith(response_prefix):
+        raise ValueError(f"The response prefix {response_prefix!r} is not the start of the target {target!r}.")
+    return target[len(response_prefix) :]
+
+
+def target_token_ids(tokenizer, label: str, response_prefix: str = "", template: str = GUESS_TARGET) -> list[int]:
+    """Token ids of the teacher-forced target for `label`, after the response prefix."""
+    text = target_continuation(template.format(label=label), response_prefix)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+class GTACollator:
+    """Collate GTA rows (`prompt`, `label`, optional `response_prefix`) into `input_ids`, `attention_mask`, `labels`.
+
+    `labels` is -100 everywhere but on the target (by default the gold guess block), so the model's own LM loss is
+    the guess cross-entropy. `target_template` and `append_eos` make the same collator serve SFT baselines (e.g.
+    `"<answer>{label}</answer>"` with `append_eos=True`). Works as `data_collator` of TRL's `SFTTrainer` with
+    `remove_unused_columns=False` and `dataset_kwargs={"skip_prepare_dataset": True}`.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        target_template: str = GUESS_TARGET,
+        append_eos: bool = False,
+        chat_template_kwargs: dict[str, Any] | None = None,
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        if tokenizer.pad_token_id is None:
+            raise ValueError("The tokenizer has no pad token; set tokenizer.pad_token (e.g. to the eos token).")
+        self.tokenizer = tokenizer
+        self.target_template = target_template
+        self.append_eos = append_eos
+        self.chat_template_kwargs = chat_template_kwargs or {}
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        sequences, targets = [], []
+        for row in rows:
+            prompt_ids = list(tokenize_prompt(self.tokenizer, row["prompt"], **self.chat_template_kwargs))
+            target_ids = target_token_ids(
+                self.tokenizer, row["label"], row.get("response_prefix") or "", self.target_template
+            )
+            if self.append_eos:
+                target_ids = [*target_ids, self.tokenizer.eos_token_id]
+            sequences.append(prompt_ids + target_ids)
+            targets.append([-100] * len(prompt_ids) + target_ids)
+        width = max(len(s) for s in sequences)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        pad = self.tokenizer.pad_token_id
+        return {
+            "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in sequences]),
+            "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences]),
+            "labels": torch.tensor([t + [-100] * (width - len(t)) for t in targets]),
+        }

@@ -1,0 +1,65 @@
+"""`GTAConfig`: `trl.GRPOConfig` plus the knobs of the GTA loss."""
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from .data import check_label_set
+from .losses import CONFLICT_STRATEGIES
+
+
+@dataclass
+class GTAConfig(GRPOConfig):
+    r"""
+    Configuration class for [`GTATrainer`]: every [`trl.GRPOConfig`] parameter, plus the GTA loss
+    `L = sft_weight * L_SFT + rl_weight * L_RL` and how the two gradients are combined.
+
+    Parameters:
+        sft_weight (`float`, *optional*, defaults to `1.0`):
+            λ1, the weight of the supervised cross-entropy on the gold guess. `0` turns GTA into GRPO on the GTA
+            format (with `mask_guess_in_rl=False`, the paper's "GTA(RL)" ablation).
+        rl_weight (`float`, *optional*, defaults to `1.0`):
+            λ2, the weight of the GRPO loss on the think and answer spans.
+        conflict_strategy (`str`, *optional*, defaults to `"drop"`):
+            What to do when the two gradients conflict (negative cosine): `"drop"` keeps the RL gradient only (the
+            paper's rule), `"project"` removes from the SFT gradient its component along the RL gradient
+            (PCGrad-style), `"none"` sums them (the cosine is still measured and logged).
+        mask_guess_in_rl (`bool`, *optional*, defaults to `True`):
+            Exclude the guess span of sampled completions from the RL loss.
+        labels (`list[str]` or `None`, *optional*):
+            The label set. `None` takes it from a dataset built by `build_gta_dataset`.
+    """
+
+    sft_weight: float = field(
+        default=1.0, metadata={"help": "λ1: weight of the supervised cross-entropy on the gold guess span."}
+    )
+    rl_weight: float = field(default=1.0, metadata={"help": "λ2: weight of the GRPO loss on think and answer spans."})
+    conflict_strategy: str = field(
+        default="drop",
+        metadata={
+            "help": "Gradient-conflict rule when cos(∇L_SFT, ∇L_RL) < 0: 'drop' keeps the RL gradient only (paper), "
+            "'project' removes the SFT component along the RL gradient (PCGrad), 'none' sums them.",
+            "choices": list(CONFLICT_STRATEGIES),
+        },
+    )
+    mask_guess_in_rl: bool = field(
+        default=True, metadata={"help": "Exclude the guess span of sampled completions from the RL loss."}
+    )
+    labels: list[str] | None = field(
+        default=None,
+        metadata={"help": "The label set. Default: the label set carried by a dataset built with build_gta_dataset."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.conflict_strategy not in CONFLICT_STRATEGIES:
+            raise ValueError(
+                f"conflict_strategy must be one of {CONFLICT_STRATEGIES}, got {self.conflict_strategy!r}."
+            )
+        if self.sft_weight < 0 or self.rl_weight < 0:
+            raise ValueError(f"sft_weight and rl_weight must be >= 0, got {self.sft_weight} and {self.rl_weight}.")
+        if self.labels is not None:
+            self.labels = check_label_set(self.labels)
+        if self.ddp_find_unused_parameters is None:
+            # the combined gradient reaches every trainable parameter through one surrogate backward
+            self.ddp_find_unused_parameters = False
+        super().__post_init__()

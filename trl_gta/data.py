@@ -1,0 +1,142 @@
+"""Turn a labelled text dataset into GTA training rows.
+
+The label set travels with the rows as the names of a `ClassLabel` column (`label_id`), so it survives `select`,
+`shuffle` and subsampling: the trainer never has to guess it from the labels a subsample happens to contain.
+"""
+
+import logging
+from collections.abc import Sequence
+
+from datasets import ClassLabel, Dataset, Features, Value
+
+from .parsing import normalize_label
+from .prompts import GTAPromptTemplate, TextFitter
+
+logger = logging.getLogger(__name__)
+
+LABEL_SET_COLUMN = "label_id"
+MAX_REPORTED_ROWS = 5
+
+
+def check_label_set(labels: Sequence[str]) -> list[str]:
+    """Return the labels as a list, refusing empty sets, empty names and names that normalise to the same string."""
+    labels = [str(label) for label in labels]
+    if not labels:
+        raise ValueError("The label set is empty.")
+    seen: dict[str, str] = {}
+    for label in labels:
+        key = normalize_label(label)
+        if not key:
+            raise ValueError(f"Label {label!r} is empty after normalisation (case, white space, punctuation).")
+        if key in seen:
+            raise ValueError(f"Labels {seen[key]!r} and {label!r} normalise to the same string {key!r}.")
+        seen[key] = label
+    return labels
+
+
+def dataset_label_set(dataset: Dataset) -> list[str] | None:
+    """The label set a dataset carries in its features (a GTA dataset's `label_id`, or a `ClassLabel` label)."""
+    for column in (LABEL_SET_COLUMN, "label"):
+        feature = dataset.features.get(column) if dataset.features else None
+        if isinstance(feature, ClassLabel):
+            return list(feature.names)
+    return None
+
+
+def _raise_bad_rows(problems: list[str], total: int) -> None:
+    shown = "; ".join(problems[:MAX_REPORTED_ROWS])
+    more = f" (and {total - MAX_REPORTED_ROWS} more)" if total > MAX_REPORTED_ROWS else ""
+    raise ValueError(f"{total} bad row(s) in the dataset: {shown}{more}")
+
+
+def _string_labels(dataset: Dataset, label_column: str, labels: list[str] | None) -> list[str | None]:
+    feature = dataset.features[label_column]
+    values = dataset[label_column]
+    if isinstance(feature, ClassLabel):
+        return [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
+    if labels is not None and all(isinstance(v, int) and not isinstance(v, bool) for v in values if v is not None):
+        # integer labels without names: index into the given label set (out-of-range ids are reported below)
+        return [labels[v] if v is not None and 0 <= v < len(labels) else f"<id {v}>" for v in values]
+    return [None if v is None else str(v) for v in values]
+
+
+def build_gta_dataset(
+    dataset: Dataset,
+    labels: Sequence[str] | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    template: GTAPromptTemplate | None = None,
+    tokenizer=None,
+    max_prompt_tokens: int | None = None,
+) -> Dataset:
+    """Build GTA rows: a `prompt` stating the task and label set, the gold `label` string, and `label_id`.
+
+    `labels=None` takes the label set from the features (`ClassLabel` names), else the sorted labels in the data.
+    With `max_prompt_tokens` (needs `tokenizer`), texts are cut to fit; cut rows are counted, logged and flagged
+    in a `text_truncated` column. With a template `response_prefix`, a `response_prefix` column tells rewards and
+    the trainer what the prompt already opened. Bad rows raise `ValueError` naming them; nothing is dropped.
+    """
+    template = template or GTAPromptTemplate()
+    missing = [c for c in (text_column, label_column) if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"Column(s) {missing} not in the dataset; it has {dataset.column_names}.")
+    if max_prompt_tokens is not None and tokenizer is None:
+        raise ValueError("max_prompt_tokens needs a tokenizer to count tokens.")
+
+    if labels is None:
+        labels = dataset_label_set(dataset) if label_column == "label" else None
+        if labels is None and isinstance(dataset.features[label_column], ClassLabel):
+            labels = list(dataset.features[label_column].names)
+    string_labels = _string_labels(dataset, label_column, list(labels) if labels is not None else None)
+    if labels is None:
+        labels = sorted({label for label in string_labels if label is not None})
+    labels = check_label_set(labels)
+    by_normal = {normalize_label(label): label for label in labels}
+
+    problems: list[str] = []
+    texts = dataset[text_column]
+    gold: list[str] = []
+    for index, (text, label) in enumerate(zip(texts, string_labels, strict=True)):
+        if not isinstance(text, str) or not text.strip():
+            problems.append(f"row {index}: empty or missing text")
+        if label is None:
+            problems.append(f"row {index}: missing label")
+        elif normalize_label(label) not in by_normal:
+            problems.append(f"row {index}: label {label!r} is not in the label set {labels}")
+        else:
+            gold.append(by_normal[normalize_label(label)])
+    if problems:
+        _raise_bad_rows(problems, len(problems))
+
+    fitter = TextFitter(template, labels, tokenizer, max_prompt_tokens) if max_prompt_tokens is not None else None
+    prompts, truncated = [], []
+    for text in texts:
+        cut = False
+        if fitter is not None:
+            text, cut = fitter(text)
+        prompts.append(template.prompt(text, labels, tokenizer))
+        truncated.append(cut)
+    if any(truncated):
+        logger.warning(
+            "Truncated %d of %d texts to fit max_prompt_tokens=%s.", sum(truncated), len(texts), max_prompt_tokens
+        )
+
+    columns = {
+        "prompt": prompts,
+        "label": gold,
+        LABEL_SET_COLUMN: [labels.index(label) for label in gold],
+        "text_truncated": truncated,
+    }
+    prompt_feature = (
+        Value("string") if template.response_prefix else [{"role": Value("string"), "content": Value("string")}]
+    )
+    features = {
+        "prompt": prompt_feature,
+        "label": Value("string"),
+        LABEL_SET_COLUMN: ClassLabel(names=labels),
+        "text_truncated": Value("bool"),
+    }
+    if template.response_prefix:
+        columns["response_prefix"] = [template.response_prefix] * len(gold)
+        features["response_prefix"] = Value("string")
+    return Dataset.from_dict(columns, features=Features(features))

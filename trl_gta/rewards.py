@@ -1,0 +1,66 @@
+"""Reward functions for GRPO-style training, in TRL's reward-function signature.
+
+Each takes `completions` (plain strings or chat messages) plus the dataset columns TRL passes as keyword arguments,
+and returns one float per completion. When the dataset has a `response_prefix` column (the start of the reply that
+the prompt already opened, e.g. `<guess>`), the prefix and the completion are scored together.
+"""
+
+from collections.abc import Callable, Sequence
+
+from .parsing import (
+    ANSWER_TAGS,
+    GTA_TAGS,
+    THINK_ANSWER_TAGS,
+    completion_text,
+    extract_block,
+    is_well_formed,
+    normalize_label,
+)
+
+RewardFunc = Callable[..., list[float]]
+
+
+def full_responses(completions: Sequence, response_prefix: Sequence[str] | None = None) -> list[str]:
+    """Prefix + completion text for each completion (the prefix column may be absent)."""
+    prefixes = response_prefix if response_prefix is not None else [""] * len(completions)
+    return [
+        (prefix or "") + completion_text(completion) for prefix, completion in zip(prefixes, completions, strict=True)
+    ]
+
+
+def make_format_reward(tags: tuple[str, ...], name: str | None = None) -> RewardFunc:
+    """A reward of 1.0 for a completion made of exactly one block per tag, in order, else 0.0."""
+
+    def format_reward(completions: Sequence, response_prefix: Sequence[str] | None = None, **kwargs) -> list[float]:
+        return [float(is_well_formed(text, tags)) for text in full_responses(completions, response_prefix)]
+
+    format_reward.__name__ = name or f"{'_'.join(tags)}_format_reward"
+    format_reward.__doc__ = f"1.0 when the completion is exactly {''.join(f'<{t}>..</{t}>' for t in tags)}, else 0.0."
+    return format_reward
+
+
+gta_format_reward = make_format_reward(GTA_TAGS, "gta_format_reward")
+think_answer_format_reward = make_format_reward(THINK_ANSWER_TAGS, "think_answer_format_reward")
+answer_format_reward = make_format_reward(ANSWER_TAGS, "answer_format_reward")
+
+FORMAT_REWARDS: dict[tuple[str, ...], RewardFunc] = {
+    GTA_TAGS: gta_format_reward,
+    THINK_ANSWER_TAGS: think_answer_format_reward,
+    ANSWER_TAGS: answer_format_reward,
+}
+
+
+def format_reward_for(tags: tuple[str, ...]) -> RewardFunc:
+    """The format reward of a tag sequence (a shared instance for the built-in ones, so logs keep one name)."""
+    return FORMAT_REWARDS.get(tuple(tags)) or make_format_reward(tuple(tags))
+
+
+def answer_accuracy_reward(
+    completions: Sequence, label: Sequence[str], response_prefix: Sequence[str] | None = None, **kwargs
+) -> list[float]:
+    """1.0 when the single `<answer>` block equals the gold label after normalisation, else 0.0."""
+    rewards = []
+    for text, gold in zip(full_responses(completions, response_prefix), label, strict=True):
+        answer = extract_block(text, "answer", unique=True)
+        rewards.append(float(answer is not None and normalize_label(answer) == normalize_label(str(gold))))
+    return rewards

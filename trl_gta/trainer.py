@@ -1,0 +1,282 @@
+"""`GTATrainer`: TRL's GRPOTrainer plus a supervised guess loss, guess-span masking and gradient-conflict rules.
+
+Four hooks, each small:
+- `_generate_and_score_completions`: mask the sampled guess span out of the RL loss (through `tool_mask`) and
+  attach the teacher-forced gold-guess targets to every row;
+- `_calculate_rewards`: log guess/answer accuracy and format rate of the rollouts;
+- `compute_loss`: TRL's GRPO loss + the guess cross-entropy, combined by `combine_gradients` (see `losses.py`);
+- `save_model` / `_load_optimizer_and_scheduler`: save and check on resume what GTA adds (labels, prompt template).
+
+The conflict rule acts per micro-batch and per process, on local gradients, before DDP averages the combined
+gradient. That is where both gradients exist without keeping two extra gradient buffers across accumulation steps
+and all-reducing them separately; it is also the paper's per-batch rule when each step is one micro-batch.
+"""
+
+import json
+import logging
+import os
+import textwrap
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from trl import GRPOTrainer
+
+from .collator import target_token_ids
+from .config import GTAConfig
+from .data import LABEL_SET_COLUMN, dataset_label_set
+from .losses import combine_gradients, gradient_surrogate, guess_cross_entropy
+from .parsing import GTA_TAGS, extract_block, is_well_formed, normalize_label
+from .prompts import GTAPromptTemplate
+from .rewards import answer_accuracy_reward, full_responses, gta_format_reward
+from .spans import guess_span_mask
+
+logger = logging.getLogger(__name__)
+
+GTA_CONFIG_FILE = "gta_config.json"
+
+GTA_CITATION = textwrap.dedent("""\
+    @inproceedings{zeng-etal-2025-gta,
+        title     = {{GTA}: Supervised-Guided Reinforcement Learning for Text Classification with Large Language
+                     Models},
+        author    = {Zeng, Min and Sun, Jingfei and Luo, Xueyou and Zhang, Shiqi and Xie, Li and Liu, Caiquan and
+                     Chen, Xiaoxin},
+        booktitle = {Findings of the Association for Computational Linguistics: EMNLP 2025},
+        year      = {2025},
+        pages     = {1050--1060},
+        url       = {https://aclanthology.org/2025.findings-emnlp.56/},
+        eprint    = {2509.12108},
+    }""")
+
+
+def _gradients(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    if not loss.requires_grad:
+        return [torch.zeros_like(p) for p in params]
+    return list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
+
+
+class GTATrainer(GRPOTrainer):
+    """Guess-Think-Answer trainer, constructed like `trl.GRPOTrainer`.
+
+    `reward_funcs` defaults to `[gta_format_reward, answer_accuracy_reward]`. The label set comes from
+    `args.labels`, else from the dataset built by `build_gta_dataset`. `prompt_template` is the template the dataset
+    was built with; it is saved with the model so `GTAClassifier` asks the same question (default: the GTA template
+    with the dataset's `response_prefix`).
+    """
+
+    _tag_names = ["trl", "gta", "text-classification"]
+    _name = "GTA"
+    _paper = {
+        "title": "GTA: Supervised-Guided Reinforcement Learning for Text Classification with Large Language Models",
+        "id": "2509.12108",
+        "citation": GTA_CITATION,
+    }
+
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: GTAConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        prompt_template: GTAPromptTemplate | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = GTAConfig(f"{str(name).split('/')[-1]}-GTA")
+        if not isinstance(args, GTAConfig):
+            raise TypeError(f"GTATrainer needs a GTAConfig, got {type(args).__name__}.")
+        if train_dataset is not None and "label" not in train_dataset.column_names:
+            raise ValueError("The training dataset needs a string `label` column; build it with build_gta_dataset.")
+        labels = args.labels or (dataset_label_set(train_dataset) if train_dataset is not None else None)
+        if labels is None:
+            raise ValueError(
+                f"Unknown label set: pass GTAConfig(labels=[...]) or build the dataset with build_gta_dataset "
+                f"(its `{LABEL_SET_COLUMN}` column carries the label set)."
+            )
+        if args.sft_weight > 0 and args.gradient_checkpointing and self._reentrant(args):
+            raise ValueError(
+                "Reentrant gradient checkpointing cannot serve torch.autograd.grad, which GTA needs to measure and "
+                "combine the SFT and RL gradients. Set gradient_checkpointing_kwargs={'use_reentrant': False}."
+            )
+        if reward_funcs is None:
+            reward_funcs = [gta_format_reward, answer_accuracy_reward]
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self.labels: list[str] = list(labels)
+        if prompt_template is None:
+            prefix = train_dataset[0].get("response_prefix") if train_dataset is not None else None
+            prompt_template = GTAPromptTemplate(response_prefix=prefix or "")
+        self.prompt_template = prompt_template
+        self._target_cache: dict[tuple[str, str], list[int]] = {}
+        self._trainable_params: list[torch.Tensor] | None = None
+        self._combine = self._check_gradient_setup()
+
+    @staticmethod
+    def _reentrant(args: GTAConfig) -> bool:
+        return bool((args.gradient_checkpointing_kwargs or {}).get("use_reentrant"))
+
+    def _check_gradient_setup(self) -> bool:
+        """Whether the two gradients can be taken apart here (not under parameter sharding)."""
+        if self.args.sft_weight == 0:
+            return False
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        sharded = self.is_fsdp_enabled or (self.is_deepspeed_enabled and plugin is not None and plugin.zero_stage == 3)
+        if sharded and self.args.conflict_strategy != "none":
+            raise ValueError(
+                f"conflict_strategy={self.args.conflict_strategy!r} needs whole per-parameter gradients, which "
+                "DeepSpeed ZeRO-3 and FSDP shard. Use ZeRO-2/DDP, or conflict_strategy='none'."
+            )
+        if self.args.gradient_checkpointing and self._reentrant(self.args):  # TRL may force it (LoRA + ZeRO-3)
+            raise ValueError("GTA needs non-reentrant gradient checkpointing (use_reentrant=False).")
+        return not sharded
+
+    # ----------------------------------------------------------------------------------------------- rollouts
+    def _guess_targets(self, label: str, prefix: str) -> list[int]:
+        key = (label, prefix)
+        if key not in self._target_cache:
+            self._target_cache[key] = target_token_ids(self._tokenizer, label, prefix)
+        return self._target_cache[key]
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        prefixes = [x.get("response_prefix") or "" for x in inputs]
+        completion_mask = output["completion_mask"]
+        if self.args.mask_guess_in_rl:
+            lengths = completion_mask.sum(dim=1).tolist()
+            keep = 1 - guess_span_mask(output["completion_ids"], lengths, self._tokenizer, prefixes)
+            output["tool_mask"] = keep if "tool_mask" not in output else output["tool_mask"] * keep
+            # the dapo-family losses divide by this count, which TRL took before the guess span was masked
+            output["num_items_in_batch"] = self.accelerator.gather((completion_mask * output["tool_mask"]).sum()).sum()
+        if self.args.sft_weight > 0:
+            targets = [torch.tensor(self._guess_targets(x["label"], p)) for x, p in zip(inputs, prefixes, strict=True)]
+            device = completion_mask.device
+            output["gta_target_ids"] = pad_sequence(
+                targets, batch_first=True, padding_value=self._tokenizer.pad_token_id
+            ).to(device)
+            output["gta_target_mask"] = pad_sequence(
+                [torch.ones_like(t) for t in targets], batch_first=True, padding_value=0
+            ).to(device)
+        return output
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        mode = "train" if self.model.training else "eval"
+        texts = full_responses(completions, [x.get("response_prefix") or "" for x in inputs])
+        gold = [normalize_label(str(x["label"])) for x in inputs]
+        guesses = [extract_block(text, "guess") for text in texts]
+        answers = [extract_block(text, "answer", unique=True) for text in texts]
+        stats = torch.tensor(
+            [
+                sum(g is not None and normalize_label(g) == y for g, y in zip(guesses, gold, strict=True)),
+                sum(a is not None and normalize_label(a) == y for a, y in zip(answers, gold, strict=True)),
+                sum(is_well_formed(text, GTA_TAGS) for text in texts),
+                sum(bool(x.get("text_truncated")) for x in inputs),
+                len(texts),
+            ],
+            dtype=torch.float32,
+            device=self.accelerator.device,
+        )
+        guess_ok, answer_ok, well_formed, truncated, count = self.accelerator.gather(stats).view(-1, 5).sum(0).tolist()
+        for name, value in (
+            ("guess_accuracy", guess_ok),
+            ("answer_accuracy", answer_ok),
+            ("format_rate", well_formed),
+            ("truncated_prompts", truncated),
+        ):
+            self._metrics[mode][f"gta/{name}"].append(value / max(count, 1))
+        return rewards
+
+    # ----------------------------------------------------------------------------------------------- loss
+    def _guess_loss(self, model, inputs) -> torch.Tensor:
+        """Exact cross-entropy of the gold guess, one row per distinct (prompt, target) in the micro-batch."""
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        target_ids, target_mask = inputs["gta_target_ids"], inputs["gta_target_mask"]
+        rows = torch.cat([prompt_ids, target_ids], dim=1)
+        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1,), rows.size(0), device=rows.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(rows.size(0), device=rows.device), reduce="amin")
+        prompt_ids, prompt_mask = prompt_ids[first], prompt_mask[first]
+        start = int(prompt_mask.any(dim=0).nonzero()[0])  # drop the columns that are padding in every kept row
+        input_ids = torch.cat([prompt_ids[:, start:], target_ids[first]], dim=1)
+        attention_mask = torch.cat([prompt_mask[:, start:], target_mask[first]], dim=1)
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        targets = target_ids[first].masked_fill(target_mask[first] == 0, -100)
+        with self.accelerator.autocast():
+            logits = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                logits_to_keep=targets.size(1) + 1,
+            ).logits
+        return guess_cross_entropy(logits[:, :-1], targets)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        rl_loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.args.sft_weight == 0:
+            return self.args.rl_weight * rl_loss
+        mode = "train" if self.model.training else "eval"
+        sft_loss = self._guess_loss(model, inputs)
+        self._metrics[mode]["gta/sft_loss"].append(self.accelerator.gather(sft_loss.detach()).mean().item())
+        if mode == "train":
+            sft_loss = sft_loss / self.current_gradient_accumulation_steps  # TRL's RL loss is already scaled
+        sft_term, rl_term = self.args.sft_weight * sft_loss, self.args.rl_weight * rl_loss
+        total = sft_term + rl_term
+        if not (self._combine and torch.is_grad_enabled() and total.requires_grad):
+            return total
+        if self._trainable_params is None:
+            self._trainable_params = [p for p in model.parameters() if p.requires_grad]
+        params = self._trainable_params
+        combined = combine_gradients(
+            _gradients(sft_term, params), _gradients(rl_term, params), self.args.conflict_strategy
+        )
+        stats = torch.tensor([combined.cosine, float(combined.conflict)], device=self.accelerator.device)
+        cosine, conflict = self.accelerator.gather(stats).view(-1, 2).mean(0).tolist()
+        self._metrics[mode]["gta/grad_cosine"].append(cosine)
+        self._metrics[mode]["gta/conflict_rate"].append(conflict)
+        return gradient_surrogate(params, combined.grads, total)
+
+    # ----------------------------------------------------------------------------------------------- saving
+    def gta_metadata(self) -> dict:
+        """What a GTA checkpoint needs beyond the weights: the label set, prompt template and GTA settings."""
+        args = self.args
+        return {
+            "labels": self.labels,
+            "prompt_template": self.prompt_template.to_dict(),
+            "sft_weight": args.sft_weight,
+            "rl_weight": args.rl_weight,
+            "conflict_strategy": args.conflict_strategy,
+            "mask_guess_in_rl": args.mask_guess_in_rl,
+            "num_generations": args.num_generations,
+            "num_iterations": args.num_iterations,
+            "beta": args.beta,
+        }
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            with open(os.path.join(output_dir, GTA_CONFIG_FILE), "w") as f:
+                json.dump(self.gta_metadata(), f, indent=2)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, GTA_CONFIG_FILE) if checkpoint else None
+        if path is None or not os.path.exists(path):
+            return
+        with open(path) as f:
+            saved = json.load(f)
+        if saved["labels"] != self.labels:
+            raise ValueError(
+                f"The checkpoint {checkpoint} was trained on labels {saved['labels']}, but this run has "
+                f"{self.labels}; resuming would train the guess on other targets."
+            )
+        self.prompt_template = GTAPromptTemplate.from_dict(saved["prompt_template"])
