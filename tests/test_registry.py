@@ -47,9 +47,8 @@ def test_builtin_hwu64_scenario_splits(split, size):
 
 def test_builtin_labels_and_validation_alias():
     assert dataset_labels("hwu64-scenario") == HWU64_SCENARIOS
-    assert load_classification_dataset("hwu64-scenario", "dev")[:5] == load_classification_dataset(
-        "hwu64-scenario", "validation"
-    )[:5]
+    dev = load_classification_dataset("hwu64-scenario", "dev")
+    assert dev["text"] == load_classification_dataset("hwu64-scenario", "validation")["text"]
     first = load_classification_dataset("hwu64-scenario", "train")[0]
     assert first["text"] == "am i on vacation this week"
     assert HWU64_SCENARIOS[first["label"]] == "calendar"
@@ -135,7 +134,8 @@ def test_malformed_json_names_the_line(tmp_path):
 
 
 def test_missing_split_file_names_folder_and_files(folder):
-    with pytest.raises(ValueError, match=r"no validation split file.*files present: test\.jsonl, train\.jsonl") as info:
+    expected = r"no validation split file.*files present: test\.jsonl, train\.jsonl"
+    with pytest.raises(ValueError, match=expected) as info:
         load_classification_dataset(str(folder), "validation")
     assert str(folder) in str(info.value)
 

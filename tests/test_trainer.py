@@ -52,3 +52,193 @@ def test_training_changes_parameters_and_logs_gta_metrics(tmp_path, tokenizer, r
         values = logged(trainer, key)
         assert values and all(v is not None and v == v for v in values), key
     assert all(-1.0 <= c <= 1.0 for c in logged(trainer, "gta/grad_cosine"))
+
+
+def test_guess_loss_is_exact_cross_entropy_over_distinct_prompts(tmp_path, tokenizer, raw_dataset):
+    dataset = build_gta_dataset(raw_dataset.select(range(2)))  # two prompts x four completions
+    model = tiny_model(tokenizer)
+    trainer = GTATrainer(model=model, args=make_args(tmp_path), train_dataset=dataset, processing_class=tokenizer)
+    rows = [dataset[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)]
+    inputs = trainer._generate_and_score_completions(rows)
+
+    batch_sizes = []
+    hook = trainer.model.register_forward_hook(
+        lambda m, args, kwargs, out: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    with torch.no_grad():
+        loss = trainer._guess_loss(trainer.model, inputs)
+    hook.remove()
+    assert batch_sizes == [2]  # one SFT row per distinct prompt, not per completion
+
+    total, count = 0.0, 0
+    for row in (dataset[0], dataset[1]):
+        prompt_ids = tokenizer.apply_chat_template(
+            [row["prompt"]], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"][0]
+        target = tokenizer(f"<guess>{row['label']}</guess>", add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([list(prompt_ids) + target])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for k, token in enumerate(target):
+            total -= logprobs[len(prompt_ids) + k - 1, token].item()
+            count += 1
+    assert loss.item() == pytest.approx(total / count, rel=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["drop", "project", "none"])
+def test_returned_loss_carries_the_combined_gradient(tmp_path, tokenizer, raw_dataset, strategy):
+    """The surrogate's gradient is the rule applied to the weighted, accumulation-scaled SFT and RL gradients."""
+    dataset = build_gta_dataset(raw_dataset)
+    args = make_args(
+        tmp_path, conflict_strategy=strategy, sft_weight=0.7, rl_weight=1.3, gradient_accumulation_steps=2
+    )
+    trainer = GTATrainer(model=tiny_model(tokenizer), args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 2  # set by the training loop
+    rows = [dataset[i] for i in (0, 0, 0, 0, 4, 4, 4, 4)]
+    inputs = trainer._generate_and_score_completions(rows)
+    inputs["advantages"] = torch.linspace(-1, 1, 8)  # a non-zero RL gradient
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+
+    sft = trainer._guess_loss(trainer.model, inputs) * 0.7 / 2
+    sft_grads = torch.autograd.grad(sft, params, allow_unused=True, materialize_grads=True)
+    rl = super(GTATrainer, trainer).compute_loss(trainer.model, inputs) * 1.3
+    rl_grads = torch.autograd.grad(rl, params, allow_unused=True, materialize_grads=True)
+    flat_sft, flat_rl = torch.cat([g.flatten() for g in sft_grads]), torch.cat([g.flatten() for g in rl_grads])
+    cosine = torch.nn.functional.cosine_similarity(flat_sft, flat_rl, dim=0).item()
+    if strategy == "drop" and cosine < 0:
+        expected = flat_rl
+    elif strategy == "project" and cosine < 0:
+        expected = flat_sft - (flat_sft @ flat_rl) / (flat_rl @ flat_rl) * flat_rl + flat_rl
+    else:
+        expected = flat_sft + flat_rl
+
+    loss = trainer.compute_loss(trainer.model, inputs)
+    grads = torch.autograd.grad(loss, params)
+    assert loss.item() == pytest.approx((sft + rl).item(), rel=1e-5)
+    torch.testing.assert_close(torch.cat([g.flatten() for g in grads]), expected, rtol=1e-4, atol=1e-7)
+    assert trainer._metrics["train"]["gta/grad_cosine"][-1] == pytest.approx(cosine, abs=1e-4)
+
+
+def test_zero_rl_gradient_is_no_conflict_and_no_nan(tmp_path, tokenizer, raw_dataset):
+    def constant_reward(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        reward_funcs=[constant_reward],
+        args=make_args(tmp_path, beta=0.0),
+        train_dataset=build_gta_dataset(raw_dataset),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert logged(trainer, "gta/grad_cosine") == [0.0, 0.0]
+    assert logged(trainer, "gta/conflict_rate") == [0.0, 0.0]
+    assert all(v == v for v in logged(trainer, "loss"))
+    assert all(v > 0 for v in logged(trainer, "gta/sft_loss"))
+
+
+def test_guess_span_is_masked_from_the_rl_loss(tmp_path, tokenizer, raw_dataset):
+    from trl_gta import GTAPromptTemplate
+
+    template = GTAPromptTemplate(response_prefix="<guess>")
+    dataset = build_gta_dataset(raw_dataset, template=template, tokenizer=tokenizer)
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer), args=make_args(tmp_path), train_dataset=dataset, processing_class=tokenizer
+    )
+    rows = [dataset[0]] * 4
+    completion = "alarm</guess><think>x</think><answer>alarm</answer>"
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    guess_len = len(tokenizer("alarm</guess>", add_special_tokens=False)["input_ids"])
+
+    trainer._generate_single_turn = lambda prompt_ids, *args, **kwargs: ([list(ids) for _ in prompt_ids], None)
+    inputs = trainer._generate_and_score_completions(rows)
+    keep = inputs["tool_mask"][0]
+    assert keep[:guess_len].sum() == 0 or keep[: guess_len - 1].sum() == 0  # a straddling last token is masked too
+    assert keep[guess_len + 1 :].all()
+    assert int(inputs["num_items_in_batch"]) == int((inputs["completion_mask"] * inputs["tool_mask"]).sum())
+    assert trainer._metrics["train"]["gta/format_rate"][-1] == 1.0
+    assert trainer._metrics["train"]["gta/guess_accuracy"][-1] == 1.0
+    assert trainer._metrics["train"]["gta/answer_accuracy"][-1] == 1.0
+
+
+def test_gta_rl_ablation_runs_without_sft(tmp_path, tokenizer, raw_dataset):
+    args = make_args(tmp_path, sft_weight=0.0, mask_guess_in_rl=False)
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=args,
+        train_dataset=build_gta_dataset(raw_dataset),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert not logged(trainer, "gta/sft_loss")
+    assert logged(trainer, "gta/answer_accuracy")
+
+
+def test_lora_training_and_save_writes_gta_metadata(tmp_path, tokenizer, raw_dataset):
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path),
+        train_dataset=build_gta_dataset(raw_dataset),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
+    )
+    lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert lora and all("lora" in n for n in lora)
+    trainer.train()
+    assert any(not torch.equal(lora[n], p) for n, p in trainer.model.named_parameters() if n in lora)
+    trainer.save_model()
+    with open(os.path.join(trainer.args.output_dir, GTA_CONFIG_FILE)) as f:
+        saved = json.load(f)
+    assert saved["labels"] == LABELS and saved["conflict_strategy"] == "drop"
+    assert os.path.exists(os.path.join(trainer.args.output_dir, "adapter_config.json"))
+
+
+def test_resume_restores_gta_state_and_refuses_other_labels(tmp_path, tokenizer, raw_dataset):
+    dataset = build_gta_dataset(raw_dataset)
+    args = make_args(tmp_path, save_strategy="steps", save_steps=1, max_steps=2)
+    GTATrainer(model=tiny_model(tokenizer), args=args, train_dataset=dataset, processing_class=tokenizer).train()
+    checkpoint = os.path.join(args.output_dir, "checkpoint-2")
+    assert os.path.exists(os.path.join(checkpoint, GTA_CONFIG_FILE))
+
+    resumed = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path, max_steps=3),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    resumed.train(resume_from_checkpoint=checkpoint)
+    assert resumed.state.global_step == 3
+    assert resumed.labels == LABELS
+
+    other = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path, max_steps=3, labels=["music", "weather", "alarm"]),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    with pytest.raises(ValueError, match="trained on labels"):
+        other.train(resume_from_checkpoint=checkpoint)
+
+
+def test_construction_errors(tmp_path, tokenizer, raw_dataset):
+    dataset = build_gta_dataset(raw_dataset)
+    with pytest.raises(ValueError, match="conflict_strategy"):
+        make_args(tmp_path, conflict_strategy="average")
+    with pytest.raises(ValueError, match="use_reentrant"):
+        GTATrainer(
+            model=tiny_model(tokenizer),
+            args=make_args(
+                tmp_path, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True}
+            ),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+    with pytest.raises(ValueError, match="label set"):
+        GTATrainer(
+            model=tiny_model(tokenizer),
+            args=make_args(tmp_path),
+            train_dataset=dataset.remove_columns("label_id"),
+            processing_class=tokenizer,
+        )
