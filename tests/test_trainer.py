@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 from conftest import LABELS, tiny_model
+from huggingface_hub import ModelCard
 from peft import LoraConfig
 
 from trl_gta import GTAConfig, GTATrainer, build_gta_dataset
@@ -193,6 +194,13 @@ def test_lora_training_and_save_writes_gta_metadata(tmp_path, tokenizer, raw_dat
         saved = json.load(f)
     assert saved["labels"] == LABELS and saved["conflict_strategy"] == "drop"
     assert os.path.exists(os.path.join(trainer.args.output_dir, "adapter_config.json"))
+
+    card = ModelCard.load(os.path.join(trainer.args.output_dir, "README.md"))
+    assert {"trl", "gta", "text-classification"} <= set(card.data.tags)
+    for needle in ("arxiv.org/abs/2509.12108", "zeng-etal-2025-gta", "vonwerra2020trl", "GTAClassifier", "widget"):
+        assert needle in card.text
+    assert all(f"`{label}`" in card.text for label in LABELS)
+    assert "conflict_strategy | drop" in card.text
 
 
 def test_resume_restores_gta_state_and_refuses_other_labels(tmp_path, tokenizer, raw_dataset):

@@ -21,18 +21,20 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from trl import GRPOTrainer
 
+from .classifier import GTA_CONFIG_FILE
 from .collator import target_token_ids
 from .config import GTAConfig
 from .data import LABEL_SET_COLUMN, dataset_label_set
+from .evaluation import library_versions
 from .losses import combine_gradients, gradient_surrogate, guess_cross_entropy
-from .parsing import GTA_TAGS, extract_block, is_well_formed, normalize_label
+from .model_card import gta_model_card
+from .parsing import extract_block, is_well_formed, normalize_label
 from .prompts import GTAPromptTemplate
 from .rewards import answer_accuracy_reward, full_responses, gta_format_reward
 from .spans import guess_span_mask
 
 logger = logging.getLogger(__name__)
 
-GTA_CONFIG_FILE = "gta_config.json"
 
 GTA_CITATION = textwrap.dedent("""\
     @inproceedings{zeng-etal-2025-gta,
@@ -116,6 +118,8 @@ class GTATrainer(GRPOTrainer):
             prefix = train_dataset[0].get("response_prefix") if train_dataset is not None else None
             prompt_template = GTAPromptTemplate(response_prefix=prefix or "")
         self.prompt_template = prompt_template
+        self.eval_results: dict[str, dict] = {}  # name -> metrics, shown in the model card when set
+        self.dataset_names: list[str] = []  # shown in the model card
         self._target_cache: dict[tuple[str, str], list[int]] = {}
         self._trainable_params: list[torch.Tensor] | None = None
         self._combine = self._check_gradient_setup()
@@ -178,7 +182,7 @@ class GTATrainer(GRPOTrainer):
             [
                 sum(g is not None and normalize_label(g) == y for g, y in zip(guesses, gold, strict=True)),
                 sum(a is not None and normalize_label(a) == y for a, y in zip(answers, gold, strict=True)),
-                sum(is_well_formed(text, GTA_TAGS) for text in texts),
+                sum(is_well_formed(text, self.prompt_template.tags) for text in texts),
                 sum(bool(x.get("text_truncated")) for x in inputs),
                 len(texts),
             ],
@@ -260,12 +264,35 @@ class GTATrainer(GRPOTrainer):
             "beta": args.beta,
         }
 
+    def _model_card(self, model_name: str | None = None):
+        base = self.model.config._name_or_path if hasattr(self.model, "config") else None
+        if hasattr(self.model, "peft_config"):
+            base = next(iter(self.model.peft_config.values())).base_model_name_or_path
+        name = model_name or os.path.basename(os.path.normpath(self.args.output_dir))
+        return gta_model_card(
+            model_name=name,
+            metadata=self.gta_metadata(),
+            base_model=base if base and not os.path.isdir(base) else None,
+            hub_model_id=self.args.hub_model_id or name,
+            datasets=self.dataset_names,
+            eval_results=self.eval_results,
+            citation=GTA_CITATION,
+            versions=library_versions(),
+        )
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
+        """trl-gta's own card (TRL's template lookup only searches TRL's package)."""
+        if self.is_world_process_zero():
+            self._model_card(model_name).save(os.path.join(self.args.output_dir, "README.md"))
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Save the weights, then the label set, prompt template and model card the classifier needs."""
         super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save:
             with open(os.path.join(output_dir, GTA_CONFIG_FILE), "w") as f:
                 json.dump(self.gta_metadata(), f, indent=2)
+            self._model_card().save(os.path.join(output_dir, "README.md"))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

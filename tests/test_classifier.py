@@ -1,0 +1,108 @@
+import json
+
+import pytest
+import torch
+from conftest import LABELS, tiny_model
+from peft import LoraConfig, get_peft_model
+
+from trl_gta import GTAClassifier, GTAPromptTemplate
+from trl_gta.collator import target_token_ids
+from trl_gta.prompts import tokenize_prompt
+
+TEXTS = ["wake me up at seven", "will it rain today in the city of paris", "play jazz"]
+
+
+def naive_guess_probs(model, tokenizer, template, text):
+    """Full forward per label, no cache: the reference for the cached, batched scorer."""
+    prompt = tokenize_prompt(tokenizer, template.prompt(text, LABELS, tokenizer))
+    scores = []
+    for label in LABELS:
+        target = target_token_ids(tokenizer, label, template.response_prefix)
+        ids = torch.tensor([list(prompt) + target])
+        with torch.no_grad():
+            logprobs = model(input_ids=ids).logits[0].float().log_softmax(-1)
+        scores.append(sum(logprobs[len(prompt) + k - 1, t].item() for k, t in enumerate(target)))
+    return torch.tensor(scores).softmax(0).tolist()
+
+
+@pytest.mark.parametrize("prefix", ["", "<guess>"])
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_guess_mode_matches_uncached_scoring(tokenizer, prefix, arch):
+    model = tiny_model(tokenizer, arch=arch).eval()
+    template = GTAPromptTemplate(response_prefix=prefix)
+    classifier = GTAClassifier(model, tokenizer, LABELS, template)
+    predictions = classifier.predict(TEXTS, mode="guess", batch_size=2)
+    for text, prediction in zip(TEXTS, predictions, strict=True):
+        expected = naive_guess_probs(model, tokenizer, template, text)
+        assert list(prediction.guess_probs.values()) == pytest.approx(expected, abs=1e-4)
+        assert sum(prediction.guess_probs.values()) == pytest.approx(1.0)
+        assert prediction.label == LABELS[max(range(3), key=expected.__getitem__)]
+        assert prediction.generated_tokens == 0
+
+
+def canned(outputs):
+    def generate(prompt_ids, max_new_tokens, **kwargs):
+        return [outputs[i % len(outputs)] for i in range(len(prompt_ids))], [7] * len(prompt_ids)
+
+    return generate
+
+
+def test_answer_mode_parses_and_falls_back(tokenizer):
+    classifier = GTAClassifier(tiny_model(tokenizer), tokenizer, LABELS)
+    classifier._generate = canned(
+        ["<guess>alarm</guess><think>t</think><answer>Weather.</answer>", "<guess>music</guess><think>t</think>"]
+    )
+    first, second = classifier.predict(TEXTS[:2], mode="answer")
+    assert (first.label, first.guess, first.answer, first.think) == ("weather", "alarm", "Weather.", "t")
+    assert second.label is None and second.generated_tokens == 7
+    assert classifier.predict(TEXTS[:2], mode="answer", fallback_to_guess=True)[1].label == "music"
+
+
+def test_adaptive_thresholds(tokenizer):
+    classifier = GTAClassifier(tiny_model(tokenizer), tokenizer, LABELS)
+    classifier._generate = canned(["<guess>x</guess><think>t</think><answer>music</answer>"])
+    never = classifier.predict(TEXTS, mode="adaptive", confidence_threshold=0.0)
+    assert all(p.generated_tokens == 0 and p.label == p.guess for p in never)
+    always = classifier.predict(TEXTS, mode="adaptive", confidence_threshold=1.01)
+    assert all(p.generated_tokens == 7 and p.label == "music" for p in always)
+
+
+def test_real_generation_counts_tokens(tokenizer):
+    classifier = GTAClassifier(tiny_model(tokenizer), tokenizer, LABELS)
+    predictions = classifier.predict(TEXTS, mode="answer", max_new_tokens=5)
+    assert all(1 <= p.generated_tokens <= 5 for p in predictions)
+    assert all(p.label is None or p.label in LABELS for p in predictions)
+
+
+def test_truncation_and_errors(tokenizer):
+    classifier = GTAClassifier(tiny_model(tokenizer), tokenizer, LABELS, max_prompt_tokens=100)
+    long_text = "will it rain " * 50
+    prediction = classifier.predict([long_text], mode="guess")[0]
+    assert prediction.text_truncated
+    with pytest.raises(ValueError, match="mode"):
+        classifier.predict(TEXTS, mode="vote")
+
+
+def test_from_pretrained_checkpoint_plain_and_adapter(tmp_path, tokenizer):
+    model = tiny_model(tokenizer)
+    model.save_pretrained(tmp_path / "plain")
+    tokenizer.save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="label set"):
+        GTAClassifier.from_pretrained(str(tmp_path / "plain"))
+    assert GTAClassifier.from_pretrained(str(tmp_path / "plain"), labels=LABELS).labels == LABELS
+
+    template = GTAPromptTemplate(response_prefix="<guess>")
+    (tmp_path / "plain" / "gta_config.json").write_text(
+        json.dumps({"labels": LABELS, "prompt_template": template.to_dict()})
+    )
+    loaded = GTAClassifier.from_pretrained(str(tmp_path / "plain"))
+    assert loaded.labels == LABELS and loaded.template == template
+
+    adapter = get_peft_model(tiny_model(tokenizer), LoraConfig(r=2, target_modules="all-linear"))
+    adapter.peft_config["default"].base_model_name_or_path = str(tmp_path / "plain")
+    adapter.save_pretrained(tmp_path / "adapter")
+    tokenizer.save_pretrained(tmp_path / "adapter")
+    assert GTAClassifier.from_pretrained(str(tmp_path / "adapter"), labels=LABELS).predict(TEXTS[:1], mode="guess")
+
+    with pytest.raises(OSError, match="Could not load"):
+        GTAClassifier.from_pretrained(str(tmp_path / "missing"), labels=LABELS)

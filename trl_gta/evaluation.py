@@ -1,0 +1,189 @@
+"""Evaluate a GTA classifier the way the paper does (weighted F1) and more, with scikit-learn metrics.
+
+(`evaluate` loads its metrics from the Hub at run time, which fails offline.)
+"""
+
+import json
+import os
+import platform
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .classifier import GTAClassifier, GTAPrediction
+from .parsing import GTA_TAGS, is_well_formed, normalize_label
+
+INVALID = "<invalid>"
+
+
+def prediction_metrics(
+    predictions: Sequence[GTAPrediction],
+    gold: Sequence[str],
+    labels: Sequence[str],
+    tags: tuple[str, ...] = GTA_TAGS,
+) -> dict:
+    """Metrics of predictions against gold labels. A None label (no valid answer) counts as wrong; the format rate
+    is over generated replies, checked against `tags`."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    labels = list(labels)
+    predicted = [p.label if p.label is not None else INVALID for p in predictions]
+    precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
+    generated = [p for p in predictions if p.raw_output is not None]
+    guessed = [(p, g) for p, g in zip(predictions, gold, strict=True) if p.guess is not None]
+    transitions: Counter = Counter()
+    for p, g in zip(predictions, gold, strict=True):
+        if p.raw_output is not None and p.guess is not None:
+            guess_ok = normalize_label(p.guess) == normalize_label(g)
+            transitions[f"{'right' if guess_ok else 'wrong'}->{'right' if p.label == g else 'wrong'}"] += 1
+    return {
+        "num_examples": len(gold),
+        "accuracy": accuracy_score(gold, predicted),
+        "weighted_f1": f1_score(gold, predicted, labels=labels, average="weighted", zero_division=0),
+        "macro_f1": f1_score(gold, predicted, labels=labels, average="macro", zero_division=0),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+        },
+        "format_rate": (
+            sum(is_well_formed(p.raw_output, tags) for p in generated) / len(generated) if generated else None
+        ),
+        "invalid_label_rate": (
+            sum(p.answer is not None and p.label is None for p in generated) / len(generated) if generated else None
+        ),
+        "no_label_rate": sum(p.label is None for p in predictions) / max(len(predictions), 1),
+        "guess_accuracy": (
+            sum(normalize_label(p.guess) == normalize_label(g) for p, g in guessed) / len(guessed) if guessed else None
+        ),
+        "guess_to_answer": {
+            k: transitions.get(k, 0) for k in ("right->right", "wrong->right", "right->wrong", "wrong->wrong")
+        },
+        "thought_rate": len(generated) / max(len(predictions), 1),
+        "mean_generated_tokens": sum(p.generated_tokens for p in predictions) / max(len(predictions), 1),
+        "truncated_texts": sum(p.text_truncated for p in predictions),
+    }
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("trl-gta", "trl", "transformers", "torch", "peft", "datasets", "scikit-learn"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def evaluate_classifier(
+    classifier: GTAClassifier,
+    texts: Sequence[str],
+    gold: Sequence[str],
+    mode: str = "answer",
+    seed: int = 0,
+    **predict_kwargs: Any,
+) -> tuple[dict, list[GTAPrediction]]:
+    """Classify `texts` and measure the predictions; returns (metrics, predictions)."""
+    import torch
+
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    predictions = classifier.predict(texts, mode=mode, **predict_kwargs)
+    elapsed = time.perf_counter() - start
+    metrics = prediction_metrics(predictions, gold, classifier.labels, classifier.template.tags)
+    metrics.update(mode=mode, seed=seed, seconds=elapsed, examples_per_second=len(texts) / max(elapsed, 1e-9))
+    return metrics, predictions
+
+
+def save_confusion_matrix(
+    gold: Sequence[str], predictions: Sequence[GTAPrediction], labels: Sequence[str], path: str, title: str = ""
+) -> None:
+    """A confusion-matrix PNG; predictions without a valid label get their own column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    predicted = [p.label if p.label is not None else INVALID for p in predictions]
+    display_labels = [*labels, INVALID] if INVALID in predicted else list(labels)
+    size = max(6, 0.45 * len(display_labels))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(
+        gold, predicted, labels=display_labels, ax=ax, xticks_rotation="vertical", colorbar=False
+    )
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_results(results: dict, output_dir: str, name: str = "eval_results.json") -> str:
+    """Write JSON atomically (temporary file, then rename), so a crash never leaves half a results file."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, name)
+    with open(path + ".tmp", "w") as f:
+        json.dump({**results, "versions": library_versions()}, f, indent=2)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def format_table(
+    rows: dict[str, dict],
+    keys: Sequence[str] = (
+        "accuracy",
+        "weighted_f1",
+        "macro_f1",
+        "format_rate",
+        "guess_accuracy",
+        "mean_generated_tokens",
+        "examples_per_second",
+    ),
+) -> str:
+    """A plain-text table, one row per named metrics dict."""
+    width = max(len(name) for name in rows) + 2
+    header = "".join(f"{k:>22}" for k in keys)
+    lines = [" " * width + header]
+    for name, metrics in rows.items():
+        cells = []
+        for key in keys:
+            value = metrics.get(key)
+            cells.append(f"{'-':>22}" if value is None else f"{value:>22.3f}")
+        lines.append(f"{name:<{width}}" + "".join(cells))
+    return "\n".join(lines)
+
+
+class GTAEvalCallback(TrainerCallback):
+    """Periodic held-out evaluation during `GTATrainer` training, logged like its other metrics (`gta_eval/...`).
+
+    `trainer.add_callback(GTAEvalCallback(trainer, texts, labels, every_n_steps=50))`: it classifies with the model
+    being trained and the trainer's tokenizer, label set and prompt template.
+    """
+
+    def __init__(
+        self,
+        trainer,
+        texts: Sequence[str],
+        gold: Sequence[str],
+        every_n_steps: int = 50,
+        mode: str = "answer",
+        **predict_kwargs: Any,
+    ) -> None:
+        self.trainer, self.texts, self.gold, self.every = trainer, list(texts), list(gold), every_n_steps
+        self.mode, self.predict_kwargs = mode, predict_kwargs
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every:
+            return
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        classifier = GTAClassifier(model, trainer._tokenizer, trainer.labels, trainer.prompt_template)
+        was_training = model.training
+        metrics, _ = evaluate_classifier(classifier, self.texts, self.gold, self.mode, **self.predict_kwargs)
+        model.train(was_training)
+        keys = ("accuracy", "weighted_f1", "format_rate", "guess_accuracy", "mean_generated_tokens")
+        trainer.log({f"gta_eval/{k}": metrics[k] for k in keys if metrics[k] is not None})
