@@ -12,15 +12,17 @@ surrogate backward). This script times it against stock `trl.GRPOTrainer`:
   each step's prompt ids are checked to be equal across trainers;
 - variants: `grpo` (stock GRPOTrainer) and GTATrainer with `conflict_strategy` `drop`, `project` and `none`;
 - timing: wall and CPU time from `on_step_begin` to `on_step_end` (`training_step`, which includes scoring the
-  replayed completions, + gradient clipping + optimizer step; logging is outside). Each trainer runs one warm-up
-  step first (discarded); then rounds, in rotating variant order, so machine noise hits all variants alike.
+  replayed completions, + gradient clipping + optimizer step; logging is outside). Discarded warm-up steps come
+  first (grpo and one GTA variant, or every variant with `--warmup all`); then rounds, each running every variant
+  for `--steps` steps in rotating order, so machine noise hits all variants alike. Each round calls `train()`
+  again, which restarts the dataloader: round k replays the same step batches as round 1.
 
 The overhead floor is the share of extra tokens the supervised loss runs forward and backward, measured on the
 batches: sum over the step's distinct prompts of (prompt + target tokens) / sum over its completions of
 (prompt + completion tokens), without padding (the padded-width version is printed too).
 
-    python benchmarks/overhead.py --quick     # ~2 rounds x 2 steps per variant; under 10 minutes on 2 cores
-    python benchmarks/overhead.py             # 4 rounds x 3 steps per variant
+    python benchmarks/overhead.py --quick     # 2 rounds x 1 step per variant
+    python benchmarks/overhead.py             # 4 rounds x 2 steps per variant
 """
 
 import argparse
@@ -44,7 +46,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 import trl_gta.trainer as gta_trainer_module
@@ -151,36 +153,50 @@ class ReplayGenerator:
 
     def __init__(self, batches: list[StepBatch]) -> None:
         self.by_prompts = {b.key(): b for b in batches}
-        self.seen: list[tuple[tuple[int, ...], ...]] = []
+        self.phase = "warmup"
+        self.seen: dict[str, list[tuple[tuple[int, ...], ...]]] = defaultdict(list)
 
     def __call__(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         key = tuple(tuple(ids) for ids in prompt_ids)
         if key not in self.by_prompts:
             raise AssertionError("A trainer asked for completions of prompts that were never sampled.")
-        self.seen.append(key)
+        self.seen[self.phase].append(key)
         return [list(ids) for ids in self.by_prompts[key].completion_ids], None
 
 
 def sample_batches(trainer: GRPOTrainer, num_steps: int, seed: int) -> list[StepBatch]:
-    """Sample the completions of the first `num_steps` step batches, in the trainer's dataloader order."""
-    torch.manual_seed(seed)
-    batches: list[StepBatch] = []
+    """Sample the completions of the first `num_steps` step batches, in the trainer's dataloader order.
+
+    TRL's own `_generate_single_turn` (its generation config: temperature 1, `max_completion_length` new tokens,
+    cut after the first EOS) samples all the steps' rows in one call, which is cheaper than one call per step.
+    """
+    steps_rows: list[list[dict[str, Any]]] = []
     for rows in trainer.get_train_dataloader():
-        if len(batches) == num_steps:
+        if len(steps_rows) == num_steps:
             break
-        prompt_ids, images, multimodal_fields = trainer._tokenize_prompts([row["prompt"] for row in rows])
-        prompt_ids = [list(ids) for ids in prompt_ids]
-        start = time.perf_counter()
-        completion_ids, _ = trainer._generate_single_turn(prompt_ids, images, multimodal_fields, NUM_GENERATIONS)
-        batch = StepBatch(prompt_ids, [list(c) for c in completion_ids], [row["label"] for row in rows])
-        batches.append(batch)
+        steps_rows.append(list(rows))
+    if len(steps_rows) < num_steps:
+        raise ValueError(f"The dataset gives only {len(steps_rows)} step batches; raise --max_samples.")
+    prompt_ids = []
+    for rows in steps_rows:
+        ids, _, _ = trainer._tokenize_prompts([row["prompt"] for row in rows])
+        prompt_ids += [list(i) for i in ids]
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    completion_ids, _ = trainer._generate_single_turn(prompt_ids, None, {}, NUM_GENERATIONS)
+    batches = []
+    for k, rows in enumerate(steps_rows):
+        part = slice(k * BATCH_SIZE, (k + 1) * BATCH_SIZE)
+        batches.append(
+            StepBatch(prompt_ids[part], [list(c) for c in completion_ids[part]], [row["label"] for row in rows])
+        )
+    log(f"sampled {len(prompt_ids)} completions for {num_steps} step batch(es) in {time.perf_counter() - start:.1f} s")
+    for k, batch in enumerate(batches):
         counts = batch.token_counts(trainer.processing_class)
         log(
-            f"sampled batch {len(batches)}/{num_steps}: {len(rows)} completions in {time.perf_counter() - start:.1f} s"
-            f" (mean prompt {counts['mean_prompt_tokens']} tokens, mean completion {counts['mean_completion_tokens']})"
+            f"  batch {k}: mean prompt {counts['mean_prompt_tokens']} tokens, mean completion "
+            f"{counts['mean_completion_tokens']} tokens"
         )
-    if len(batches) < num_steps:
-        raise ValueError(f"The dataset gives only {len(batches)} step batches; raise --max_samples.")
     return batches
 
 
@@ -266,6 +282,8 @@ def instrument_gta_module() -> None:
 class StepRecorder(TrainerCallback):
     """Records wall time, CPU time, RSS and the breakdown timers of each optimizer step."""
 
+    # RSS is not trimmed between steps: returning freed memory to the OS would add page faults to every step
+
     def __init__(self, sampler: RssSampler) -> None:
         self.sampler = sampler
         self.records: list[dict[str, Any]] = []
@@ -275,7 +293,6 @@ class StepRecorder(TrainerCallback):
         self._rss_begin = 0
 
     def on_step_begin(self, args, state, control, **kwargs):
-        trim_heap()
         self._rss_begin = rss_bytes()
         self.sampler.reset()
         TIMERS.clear()
@@ -324,7 +341,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def summarise(records: list[dict[str, Any]], variants: list[str]) -> dict[str, dict[str, Any]]:
+def summarise(records: list[dict[str, Any]], variants: list[str], baseline_rss: int) -> dict[str, dict[str, Any]]:
     """Per-variant medians of the measured steps, ratios to grpo and peak memory."""
     summary: dict[str, dict[str, Any]] = {}
     for variant in variants:
@@ -336,6 +353,7 @@ def summarise(records: list[dict[str, Any]], variants: list[str]) -> dict[str, d
             "cpu_median_s": median([r["cpu_s"] for r in rows]),
             "wall_all_s": [round(r["wall_s"], 3) for r in rows],
             "peak_rss_bytes": max(r["rss_peak_bytes"] for r in rows),
+            "peak_over_baseline_bytes": max(r["rss_peak_bytes"] for r in rows) - baseline_rss,
             "step_rss_growth_bytes": max(r["rss_peak_bytes"] - r["rss_begin_bytes"] for r in rows),
             "breakdown_median_s": {p: median([r["breakdown_s"].get(p, 0.0) for r in rows]) for p in pieces},
         }
@@ -354,7 +372,7 @@ def print_report(
     log(f"RSS after loading all models and sampling: {baseline_rss / GIB:.2f} GiB (one process, all variants)")
     header = (
         f"{'variant':<8} {'steps':>5} {'wall s/step':>11} {'cpu s/step':>10} {'wall ratio':>10} {'cpu ratio':>9}"
-        f" {'peak RSS GiB':>12} {'step RSS growth GiB':>19} {'conflict rate':>13}"
+        f" {'peak RSS GiB':>12} {'over baseline':>13} {'conflict rate':>13}"
     )
     log(header)
     log("-" * len(header))
@@ -363,9 +381,12 @@ def print_report(
         log(
             f"{variant:<8} {s['steps']:>5} {s['wall_median_s']:>11.2f} {s['cpu_median_s']:>10.2f}"
             f" {s['wall_ratio']:>10.3f} {s['cpu_ratio']:>9.3f} {s['peak_rss_bytes'] / GIB:>12.2f}"
-            f" {s['step_rss_growth_bytes'] / GIB:>19.2f} {'-' if rate is None else f'{rate:.2f}':>13}"
+            f" {s['peak_over_baseline_bytes'] / GIB:>13.2f} {'-' if rate is None else f'{rate:.2f}':>13}"
         )
-    log("(medians of measured steps; ratios vs grpo; step RSS growth = peak during a step - RSS at its start)")
+    log(
+        "(medians of measured steps; ratios vs grpo; peak RSS: the process's (all trainers) during this variant's"
+        " steps, sampled every 20 ms; freed memory other variants left in the heap counts too)"
+    )
     log("")
     pieces = ["prepare", "guess_span_mask", "compute_loss", "rl_forward", "sft_forward", "grad_sft", "grad_rl"]
     pieces += ["combine", "surrogate", "backward", "optimizer"]
@@ -402,17 +423,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="2 rounds x 2 measured steps per variant")
+    parser.add_argument("--quick", action="store_true", help="2 rounds x 1 measured step per variant")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 4; 2 with --quick)")
-    parser.add_argument("--steps", type=int, default=None, help="measured steps per variant per round (3; 2 quick)")
+    parser.add_argument("--steps", type=int, default=None, help="measured steps per variant per round (2; 1 quick)")
+    parser.add_argument(
+        "--warmup",
+        choices=("shared", "all"),
+        default="shared",
+        help="discarded first steps: 'shared' = grpo and one GTA variant (kernels and allocator warm up for the\n"
+        "process; the shapes are the same for all GTA variants), 'all' = every variant",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--max_samples", type=int, default=64, help="training texts loaded (step batches come first)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model_path", default=None, help="transformers folder (default: the cached SmolLM2-135M)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (grpo is needed)")
     parser.add_argument("--output", default="benchmarks/results/overhead.json", help="JSON of all raw timings")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 4)
-    args.steps = args.steps or (2 if args.quick else 3)
+    args.steps = args.steps or (1 if args.quick else 2)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if "grpo" not in args.variants or any(v not in VARIANTS for v in args.variants):
         parser.error(f"--variants must include grpo and be among {VARIANTS}")
@@ -437,11 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     log(
-        f"overhead benchmark: variants {args.variants}, {args.rounds} rounds x {args.steps} steps + 1 warm-up step, "
-        f"{args.threads} threads, torch {torch.__version__}"
+        f"overhead benchmark: variants {args.variants}, {args.rounds} rounds x {args.steps} step(s), warm-up "
+        f"{args.warmup}, {args.threads} threads, torch {torch.__version__}"
     )
 
-    model_path = smollm2_path()
+    model_path = args.model_path or smollm2_path()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -472,15 +501,19 @@ def main(argv: list[str] | None = None) -> int:
         replays[variant] = ReplayGenerator(batches)
         trainer._generate_single_turn = replays[variant]
         trainer.add_callback(recorder)
+        trainer.remove_callback(PrinterCallback)  # the per-step metric dicts; this script prints its own lines
         instrument_trainer(trainer)
     trim_heap()
     baseline_rss = rss_bytes()
 
     metrics: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    log("warm-up: one discarded step per variant")
-    for variant in args.variants:
+    warmup = args.variants if args.warmup == "all" else ["grpo", next(v for v in args.variants if v != "grpo")]
+    log(f"warm-up ({args.warmup}): one discarded step of {', '.join(warmup)}")
+    for variant in warmup:
         recorder.context = {"variant": variant, "round": -1, "phase": "warmup"}
         metrics[variant] += train_steps(trainers[variant], 1)
+    for replay in replays.values():
+        replay.phase = "measure"
     for round_index in range(args.rounds):
         shift = round_index % len(args.variants)
         order = args.variants[shift:] + args.variants[:shift]
@@ -490,14 +523,13 @@ def main(argv: list[str] | None = None) -> int:
             metrics[variant] += train_steps(trainers[variant], args.steps)
     sampler.stop()
 
-    # identical batches: every trainer asked for the same prompts at every step, in the same order
-    reference = replays["grpo"].seen
-    for variant, replay in replays.items():
-        assert replay.seen == reference, f"{variant} saw other prompt batches than grpo"
+    # identical batches: every trainer asked for the same prompts at every step, in the dataloader's order
     expected = [b.key() for b in batches]
-    assert reference == ([expected[0]] + expected * args.rounds), "dataloader order differs from the sampled order"
+    for variant, replay in replays.items():
+        assert replay.seen["measure"] == expected * args.rounds, f"{variant}: prompts differ from the sampled order"
+        assert replay.seen["warmup"] == ([expected[0]] if variant in warmup else []), f"{variant}: warm-up prompts"
 
-    summary = summarise(recorder.records, args.variants)
+    summary = summarise(recorder.records, args.variants, baseline_rss)
     conflict = {
         v: statistics.mean(m["gta/conflict_rate"] for m in metrics[v] if m.get("gta/conflict_rate") is not None)
         for v in args.variants

@@ -9,7 +9,6 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import LABELS, TEXTS, tiny_model  # noqa: E402
 from datasets import ClassLabel, Dataset, Features, Value  # noqa: E402
-from tokenizers import Tokenizer  # noqa: E402, F401
 from transformers import AutoTokenizer  # noqa: E402
 
 from trl_gta import GTAConfig, GTATrainer, build_gta_dataset  # noqa: E402
@@ -38,7 +37,9 @@ args = GTAConfig(
     logging_steps=1,
     seed=0,
 )
-trainer = GTATrainer(model=tiny_model(tokenizer), args=args, train_dataset=build_gta_dataset(raw), processing_class=tokenizer)
+trainer = GTATrainer(
+    model=tiny_model(tokenizer), args=args, train_dataset=build_gta_dataset(raw), processing_class=tokenizer
+)
 trainer.train()
 rank = trainer.accelerator.process_index
 params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])

@@ -8,7 +8,6 @@ from huggingface_hub import ModelCard
 from peft import LoraConfig
 
 from trl_gta import GTAConfig, GTATrainer, build_gta_dataset
-from trl_gta.losses import guess_cross_entropy
 from trl_gta.trainer import GTA_CONFIG_FILE
 
 GTA_KEYS = ["gta/sft_loss", "gta/grad_cosine", "gta/conflict_rate", "gta/guess_accuracy", "gta/answer_accuracy"]

@@ -98,7 +98,10 @@ def train(argv: Sequence[str]) -> None:
         argv += ["--bf16", "false", "--use_cpu", "true"]  # validate the rest of a GPU recipe on a CPU machine
     config_class = SFTConfig if method == "sft" else GTAConfig
     parser = TrlParser((ScriptArguments, config_class, ModelConfig), prog="trl-gta train")
-    script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    try:
+        script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    except ValueError as error:  # a config's own validation (e.g. GRPOConfig's batch checks)
+        raise UserError(str(error).splitlines()[0]) from error
     script_args.method = method
     if dry_run:
         _dry_run(script_args, training_args, model_args, method)
@@ -145,6 +148,7 @@ def _run_training(script_args, training_args, model_args) -> None:
         template,
         peft_config,
         script_args.max_prompt_tokens,
+        script_args.partial_format_reward,
     )
     if hasattr(trainer, "dataset_names"):
         trainer.dataset_names = [script_args.dataset_name]

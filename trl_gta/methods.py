@@ -11,7 +11,7 @@ from .collator import GTACollator
 from .config import GTAConfig
 from .data import build_gta_dataset
 from .prompts import GTAPromptTemplate
-from .rewards import answer_accuracy_reward, format_reward_for
+from .rewards import answer_accuracy_reward, format_reward_for, make_partial_format_reward
 
 METHODS = ("gta", "grpo", "sft")
 DEFAULT_PROMPT_FORMAT = {"gta": "gta", "grpo": "think_answer", "sft": "answer"}
@@ -43,6 +43,10 @@ class ScriptArguments:
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system message of every prompt."})
     max_prompt_tokens: int | None = field(
         default=512, metadata={"help": "Texts are cut so each prompt fits; the instructions and label list never are."}
+    )
+    partial_format_reward: bool = field(
+        default=False,
+        metadata={"help": "Fair start for RL: add a reward crediting each well-placed block of the format."},
     )
     accelerate_config: str | None = field(
         default=None, metadata={"help": "The accelerate config the recipe is meant for (checked by --dry_run)."}
@@ -77,6 +81,7 @@ def build_trainer(
     template: GTAPromptTemplate,
     peft_config: Any = None,
     max_prompt_tokens: int | None = None,
+    partial_format_reward: bool = False,
 ):
     """A trainer for `method` on a raw (`text`, `label`) dataset, with prompts from `template`."""
     if method not in METHODS:
@@ -108,9 +113,12 @@ def build_trainer(
         raise TypeError(f"method {method!r} needs a GTAConfig, got {type(args).__name__}.")
     if method == "grpo":
         args = grpo_baseline(args)
+    rewards = [format_reward_for(template.tags), answer_accuracy_reward]
+    if partial_format_reward:
+        rewards.append(make_partial_format_reward(template.tags))
     return GTATrainer(
         model=model,
-        reward_funcs=[format_reward_for(template.tags), answer_accuracy_reward],
+        reward_funcs=rewards,
         args=args,
         train_dataset=rows,
         processing_class=tokenizer,

@@ -10,7 +10,7 @@ from typing import Any
 from .parsing import ANSWER_TAGS, GTA_TAGS, THINK_ANSWER_TAGS
 
 DEFAULT_INSTRUCTION = "Classify the text. Labels: {labels}.\nReply as {format}\nText: {text}"
-PLACEHOLDERS = {"guess": "first guess", "think": "short reasoning", "answer": "final label"}
+PLACEHOLDERS = {"guess": "first guess", "think": "one short sentence", "answer": "final label"}
 PROMPT_FORMATS: dict[str, tuple[str, ...]] = {
     "gta": GTA_TAGS,
     "think_answer": THINK_ANSWER_TAGS,
@@ -125,6 +125,9 @@ class TextFitter:
         keep = min(len(text_ids), budget)
         while keep > 0:
             candidate = self.tokenizer.decode(text_ids[:keep]) if keep < len(text_ids) else text
+            if candidate.endswith("\ufffd") and not text.startswith(candidate):
+                keep -= 1  # the cut fell inside a multi-byte character
+                continue
             if self._prompt_length(candidate) <= self.max_prompt_tokens:
                 return candidate, keep < len(text_ids)
             keep -= 1

@@ -11,6 +11,7 @@ from .parsing import (
     ANSWER_TAGS,
     GTA_TAGS,
     THINK_ANSWER_TAGS,
+    block_span,
     completion_text,
     extract_block,
     is_well_formed,
@@ -48,6 +49,33 @@ FORMAT_REWARDS: dict[tuple[str, ...], RewardFunc] = {
     THINK_ANSWER_TAGS: think_answer_format_reward,
     ANSWER_TAGS: answer_format_reward,
 }
+
+
+def make_partial_format_reward(tags: tuple[str, ...], name: str | None = None) -> RewardFunc:
+    """Partial format credit: 1/len(tags) for each block that appears exactly once and after the previous one.
+
+    A fair start for RL from a model that never writes the whole format: each well-placed block already earns
+    reward, so the groups are not all zero. Use it beside the strict format reward, not instead of it.
+    """
+
+    def partial_format_reward(
+        completions: Sequence, response_prefix: Sequence[str] | None = None, **kwargs
+    ) -> list[float]:
+        rewards = []
+        for text in full_responses(completions, response_prefix):
+            position, credit = 0, 0
+            for tag in tags:
+                span = block_span(text[position:], tag)
+                if span is not None and text.count(f"<{tag}>") == 1 and text.count(f"</{tag}>") == 1:
+                    credit, position = credit + 1, position + span[1]
+            rewards.append(credit / len(tags))
+        return rewards
+
+    partial_format_reward.__name__ = name or f"{'_'.join(tags)}_partial_format_reward"
+    return partial_format_reward
+
+
+gta_partial_format_reward = make_partial_format_reward(GTA_TAGS, "gta_partial_format_reward")
 
 
 def format_reward_for(tags: tuple[str, ...]) -> RewardFunc:

@@ -22,6 +22,8 @@ def guess_token_span(token_ids: Sequence[int], tokenizer, prefix: str = "") -> t
     if span is None:
         return None
     char_start, char_end = span
+    if char_end <= len(prefix):  # the prefix holds the whole block: no completion token carries it
+        return None
     start = None
     for k in range(1, len(ids) + 1):  # guess blocks are short and come first: this loop stops early
         length = len(prefix + tokenizer.decode(ids[:k], skip_special_tokens=True))
