@@ -106,3 +106,32 @@ def test_from_pretrained_checkpoint_plain_and_adapter(tmp_path, tokenizer):
 
     with pytest.raises(OSError, match="Could not load"):
         GTAClassifier.from_pretrained(str(tmp_path / "missing"), labels=LABELS)
+
+
+def test_threshold_curve_matches_adaptive_predict_and_picks(tokenizer):
+    from trl_gta.evaluation import calibrate_threshold, pick_threshold, threshold_curve
+
+    classifier = GTAClassifier(tiny_model(tokenizer), tokenizer, LABELS)
+    classifier._generate = canned(["<guess>x</guess><think>t</think><answer>music</answer>"])
+    gold = ["alarm", "weather", "music"]
+    guesses = classifier.predict(TEXTS, mode="guess")
+    answers = classifier.predict(TEXTS, mode="answer")
+    curve = threshold_curve(guesses, answers, gold)
+    for point in curve:
+        adaptive = classifier.predict(TEXTS, mode="adaptive", confidence_threshold=point["threshold"])
+        accuracy = sum(p.label == g for p, g in zip(adaptive, gold, strict=True)) / 3
+        assert point["accuracy"] == pytest.approx(accuracy)
+        assert point["mean_generated_tokens"] == pytest.approx(sum(p.generated_tokens for p in adaptive) / 3)
+    assert curve[0]["threshold"] == 0.0 and curve[0]["thought_rate"] == 0.0
+    assert curve[-1]["thought_rate"] == 1.0 and curve[-1]["mean_generated_tokens"] == 7
+    cheapest = pick_threshold(curve, target_accuracy=curve[-1]["accuracy"])
+    assert next(p for p in curve if p["threshold"] == cheapest)["accuracy"] >= curve[-1]["accuracy"]
+    free = [p for p in curve if p["mean_generated_tokens"] == 0]
+    chosen = pick_threshold(curve, token_budget=0)
+    assert next(p for p in curve if p["threshold"] == chosen)["accuracy"] == max(p["accuracy"] for p in free)
+    with pytest.raises(ValueError, match="exactly one"):
+        pick_threshold(curve)
+    with pytest.raises(ValueError, match="No threshold reaches"):
+        pick_threshold(curve, target_accuracy=1.5)
+    threshold, _ = calibrate_threshold(classifier, TEXTS, gold, token_budget=7)
+    assert 0.0 <= threshold <= 1.01

@@ -187,3 +187,77 @@ class GTAEvalCallback(TrainerCallback):
         model.train(was_training)
         keys = ("accuracy", "weighted_f1", "format_rate", "guess_accuracy", "mean_generated_tokens")
         trainer.log({f"gta_eval/{k}": metrics[k] for k in keys if metrics[k] is not None})
+
+
+def threshold_curve(
+    guess_predictions: Sequence[GTAPrediction],
+    answer_predictions: Sequence[GTAPrediction],
+    gold: Sequence[str],
+    thresholds: Sequence[float] | None = None,
+) -> list[dict[str, float]]:
+    """Accuracy and generated tokens of adaptive mode at each threshold, from one guess run and one answer run.
+
+    Adaptive mode keeps the guess when its top probability is at least the threshold, else takes the answer
+    (falling back to the guess when the answer is invalid): with greedy decoding this is exactly what
+    `predict(mode="adaptive")` returns, without re-running the model per threshold.
+    """
+    confidences = [max(p.guess_probs.values()) for p in guess_predictions]
+    if thresholds is None:
+        thresholds = sorted({0.0, *confidences, 1.01})
+    curve = []
+    for threshold in thresholds:
+        correct = tokens = thought = 0
+        for guess, answer, confidence, label in zip(
+            guess_predictions, answer_predictions, confidences, gold, strict=True
+        ):
+            if confidence >= threshold:
+                correct += guess.label == label
+            else:
+                thought += 1
+                tokens += answer.generated_tokens
+                correct += (answer.label if answer.label is not None else guess.label) == label
+        n = max(len(gold), 1)
+        curve.append(
+            {
+                "threshold": threshold,
+                "accuracy": correct / n,
+                "mean_generated_tokens": tokens / n,
+                "thought_rate": thought / n,
+            }
+        )
+    return curve
+
+
+def pick_threshold(
+    curve: Sequence[dict[str, float]], target_accuracy: float | None = None, token_budget: float | None = None
+) -> float:
+    """The cheapest threshold reaching `target_accuracy`, or the most accurate within `token_budget` mean tokens."""
+    if (target_accuracy is None) == (token_budget is None):
+        raise ValueError("Give exactly one of target_accuracy or token_budget.")
+    if target_accuracy is not None:
+        reaching = [point for point in curve if point["accuracy"] >= target_accuracy]
+        if not reaching:
+            raise ValueError(
+                f"No threshold reaches accuracy {target_accuracy}; "
+                f"the best is {max(p['accuracy'] for p in curve):.3f}."
+            )
+        return min(reaching, key=lambda p: (p["mean_generated_tokens"], p["threshold"]))["threshold"]
+    within = [point for point in curve if point["mean_generated_tokens"] <= token_budget]
+    if not within:
+        raise ValueError(f"No threshold stays within {token_budget} mean generated tokens.")
+    return max(within, key=lambda p: (p["accuracy"], -p["mean_generated_tokens"]))["threshold"]
+
+
+def calibrate_threshold(
+    classifier: GTAClassifier,
+    texts: Sequence[str],
+    gold: Sequence[str],
+    target_accuracy: float | None = None,
+    token_budget: float | None = None,
+    **predict_kwargs: Any,
+) -> tuple[float, list[dict[str, float]]]:
+    """Pick `confidence_threshold` on a labelled dev split: one guess run, one answer run, then the curve."""
+    guesses = classifier.predict(texts, mode="guess", **predict_kwargs)
+    answers = classifier.predict(texts, mode="answer", **predict_kwargs)
+    curve = threshold_curve(guesses, answers, gold)
+    return pick_threshold(curve, target_accuracy, token_budget), curve
