@@ -80,3 +80,23 @@ def test_export_merges_adapter(tmp_path, tokenizer, gta_checkpoint):
     assert (tmp_path / "merged" / "gta_config.json").exists()
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
     assert main(["export", "--adapter", str(gta_checkpoint), "--output_dir", str(tmp_path / "x")]) == 1
+
+
+@pytest.mark.parametrize("method", ["gta", "grpo", "sft"])
+def test_train_runs_each_method_in_the_same_harness(tmp_path, model_dir, data_folder, method):
+    out = tmp_path / method
+    args = ["train", "--method", method, "--model_name_or_path", model_dir, "--dataset_name", str(data_folder)]
+    args += ["--output_dir", str(out), "--max_steps", "1", "--report_to", "none", "--use_cpu", "true"]
+    args += ["--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--save_strategy", "no"]
+    if method != "sft":
+        args += ["--num_generations", "2", "--max_completion_length", "6", "--max_eval_samples", "4"]
+        args += ["--gradient_checkpointing", "false"]
+    assert main(args) == 0
+    assert (out / "model.safetensors").exists()
+    if method != "sft":
+        saved = json.loads((out / "gta_config.json").read_text())
+        assert saved["sft_weight"] == (1.0 if method == "gta" else 0.0)
+        assert saved["prompt_template"]["tags"] == (
+            ["guess", "think", "answer"] if method == "gta" else ["think", "answer"]
+        )
+        assert "after" in json.loads((out / "eval_results.json").read_text())

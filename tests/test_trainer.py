@@ -249,3 +249,21 @@ def test_construction_errors(tmp_path, tokenizer, raw_dataset):
             train_dataset=dataset.remove_columns("label_id"),
             processing_class=tokenizer,
         )
+
+
+def test_periodic_eval_callback_logs_held_out_metrics(tmp_path, tokenizer, raw_dataset):
+    from trl_gta.evaluation import GTAEvalCallback
+
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path),
+        train_dataset=build_gta_dataset(raw_dataset),
+        processing_class=tokenizer,
+    )
+    trainer.add_callback(
+        GTAEvalCallback(trainer, ["wake me up", "play jazz"], ["alarm", "music"], every_n_steps=1, mode="guess")
+    )
+    trainer.train()
+    accuracies = logged(trainer, "gta_eval/accuracy")
+    assert len(accuracies) == 2 and all(a in (0.0, 0.5, 1.0) for a in accuracies)
+    assert trainer.model.training

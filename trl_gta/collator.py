@@ -28,12 +28,37 @@ def target_token_ids(tokenizer, label: str, response_prefix: str = "", template:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def label_free_targets(tokenizer, label: str, response_prefix: str, template: str) -> tuple[list[int], list[int]]:
+    """Target ids and their labels with every token that carries a character of the label name set to -100.
+
+    Used by the format warm-up: the model learns the tags and layout of the reply, not which label is right.
+    """
+    pieces = template.split("{label}")
+    spans, position = [], 0
+    for piece in pieces[:-1]:
+        position += len(piece)
+        spans.append((position, position + len(label)))
+        position += len(label)
+    text = label.join(pieces)
+    continuation = target_continuation(text, response_prefix)
+    shift = len(text) - len(continuation)
+    encoded = tokenizer(continuation, add_special_tokens=False, return_offsets_mapping=True)
+    labels = [
+        -100
+        if any(first + shift < span_end and last + shift > span_start for span_start, span_end in spans)
+        else token
+        for token, (first, last) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
+    ]
+    return encoded["input_ids"], labels
+
+
 class GTACollator:
     """Collate GTA rows (`prompt`, `label`, optional `response_prefix`) into `input_ids`, `attention_mask`, `labels`.
 
     `labels` is -100 everywhere but on the target (by default the gold guess block), so the model's own LM loss is
     the guess cross-entropy. `target_template` and `append_eos` make the same collator serve SFT baselines (e.g.
-    `"<answer>{label}</answer>"` with `append_eos=True`). Works as `data_collator` of TRL's `SFTTrainer` with
+    `"<answer>{label}</answer>"` with `append_eos=True`). With `supervise_labels=False` the label names inside the
+    target are not supervised (the format warm-up). Works as `data_collator` of TRL's `SFTTrainer` with
     `remove_unused_columns=False` and `dataset_kwargs={"skip_prepare_dataset": True}`.
     """
 
@@ -44,6 +69,7 @@ class GTACollator:
         append_eos: bool = False,
         chat_template_kwargs: dict[str, Any] | None = None,
         pad_to_multiple_of: int | None = None,
+        supervise_labels: bool = True,
     ) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token; set tokenizer.pad_token (e.g. to the eos token).")
@@ -52,18 +78,26 @@ class GTACollator:
         self.append_eos = append_eos
         self.chat_template_kwargs = chat_template_kwargs or {}
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.supervise_labels = supervise_labels
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         sequences, targets = [], []
         for row in rows:
             prompt_ids = list(tokenize_prompt(self.tokenizer, row["prompt"], **self.chat_template_kwargs))
-            target_ids = target_token_ids(
-                self.tokenizer, row["label"], row.get("response_prefix") or "", self.target_template
-            )
+            prefix = row.get("response_prefix") or ""
+            if self.supervise_labels:
+                target_ids = target_labels = target_token_ids(
+                    self.tokenizer, row["label"], prefix, self.target_template
+                )
+            else:
+                target_ids, target_labels = label_free_targets(
+                    self.tokenizer, row["label"], prefix, self.target_template
+                )
             if self.append_eos:
                 target_ids = [*target_ids, self.tokenizer.eos_token_id]
+                target_labels = [*target_labels, self.tokenizer.eos_token_id]
             sequences.append(prompt_ids + target_ids)
-            targets.append([-100] * len(prompt_ids) + target_ids)
+            targets.append([-100] * len(prompt_ids) + target_labels)
         width = max(len(s) for s in sequences)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
