@@ -7,9 +7,10 @@ examples (distinct labelled texts consumed: an RL step of 2 prompts x 4 completi
 sees 8) and training wall-clock (evaluation time excluded). Rows are appended to a CSV as they are measured; a run
 that stopped is resumed from its last checkpoint, and a finished run is skipped, so a comparison can span sittings.
 
-Fair start (zero-shot, SmolLM2 writes the GTA format 0% of the time): every RL method gets the same two library
-options, a response prefix that opens its format (`<guess>` for GTA, `<think>` for GRPO) and the partial format
-reward. SFT trains the direct answer `<answer>LABEL</answer>`.
+Fair start (zero-shot, SmolLM2 writes the GTA format 0% of the time): every RL method gets the same three library
+options: a response prefix that opens its format (`<guess>` for GTA, `<think>` for GRPO), a format warm-up of
+`--warmup_steps` supervised steps on its own format with the label names masked out of the loss (not counted in the
+budget or the wall-clock), and the partial format reward. SFT trains the direct answer `<answer>LABEL</answer>`.
 
     python benchmarks/convergence.py --preset cpu --dataset hwu64-scenario --seeds 0 1
     python benchmarks/convergence.py --preset cpu --dataset bbc-news --data_dir ../shared/data --seeds 0
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig
+from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig
 
@@ -31,6 +32,7 @@ from trl_gta import GTAClassifier, GTAConfig, GTAPromptTemplate
 from trl_gta.evaluation import evaluate_classifier
 from trl_gta.methods import build_trainer
 from trl_gta.registry import load_classification_dataset
+from trl_gta.warmup import format_warmup
 
 METHODS = ("sft", "grpo", "gta", "gta_rl")
 FIELDS = [
@@ -188,17 +190,17 @@ def run_one(args, preset: Preset, method: str, seed: int, model_path: str, test)
             config.sft_weight, config.mask_guess_in_rl = 0.0, False
     else:
         config = SFTConfig(**common, per_device_train_batch_size=preset.sft_batch_size)
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM") if preset.lora else None
+    if preset.lora:
+        lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    checkpoints = sorted(
+        (d for d in os.listdir(run_dir) if d.startswith("checkpoint-")) if os.path.isdir(run_dir) else [],
+        key=lambda d: int(d.split("-")[1]),
+    )
+    if rl and args.warmup_steps and not checkpoints:  # a resumed run loads its warmed-up weights from the checkpoint
+        format_warmup(model, tokenizer, train, template, os.path.join(run_dir, "warmup"), args.warmup_steps, seed=seed)
     trainer = build_trainer(
-        trainer_method,
-        model,
-        tokenizer,
-        train,
-        config,
-        template,
-        lora,
-        max_prompt_tokens=512,
-        partial_format_reward=rl,
+        trainer_method, model, tokenizer, train, config, template, max_prompt_tokens=512, partial_format_reward=rl
     )
     labels = list(test.features["label"].names)
 
@@ -213,10 +215,6 @@ def run_one(args, preset: Preset, method: str, seed: int, model_path: str, test)
     trainer.add_callback(callback)
     if 0 not in done:
         callback.record(0)
-    checkpoints = sorted(
-        (d for d in os.listdir(run_dir) if d.startswith("checkpoint-")) if os.path.isdir(run_dir) else [],
-        key=lambda d: int(d.split("-")[1]),
-    )
     trainer.train(resume_from_checkpoint=os.path.join(run_dir, checkpoints[-1]) if checkpoints else None)
 
 
@@ -232,6 +230,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--output", default="benchmarks/results/convergence.csv")
     parser.add_argument("--runs_dir", default="benchmarks/results/runs")
+    parser.add_argument("--warmup_steps", type=int, default=8, help="format warm-up steps for the RL methods")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -17,7 +17,7 @@ def naive_guess_probs(model, tokenizer, template, text):
     prompt = tokenize_prompt(tokenizer, template.prompt(text, LABELS, tokenizer))
     scores = []
     for label in LABELS:
-        target = target_token_ids(tokenizer, label, template.response_prefix)
+        target = target_token_ids(tokenizer, label, template.response_prefix, following=template.guess_follower)
         ids = torch.tensor([list(prompt) + target])
         with torch.no_grad():
             logprobs = model(input_ids=ids).logits[0].float().log_softmax(-1)
@@ -135,3 +135,12 @@ def test_threshold_curve_matches_adaptive_predict_and_picks(tokenizer):
         pick_threshold(curve, target_accuracy=1.5)
     threshold, _ = calibrate_threshold(classifier, TEXTS, gold, token_budget=7)
     assert 0.0 <= threshold <= 1.01
+
+
+def test_bfloat16_model_classifies_in_every_mode(tokenizer):
+    model = tiny_model(tokenizer).to(torch.bfloat16).eval()
+    classifier = GTAClassifier(model, tokenizer, LABELS)
+    guesses = classifier.predict(TEXTS, mode="guess")
+    assert all(sum(p.guess_probs.values()) == pytest.approx(1.0, abs=1e-3) for p in guesses)
+    answers = classifier.predict(TEXTS, mode="adaptive", confidence_threshold=1.01, max_new_tokens=3)
+    assert all(p.generated_tokens >= 1 and p.label == p.guess for p in answers if p.answer is None)

@@ -47,7 +47,7 @@ def check_batch(batch, rows, tokenizer, target_texts, eos=False):
 def test_conversational_rows(raw_dataset, tokenizer):
     dataset = build_gta_dataset(raw_dataset)
     rows = rows_of(dataset)
-    batch = GTACollator(tokenizer)(rows)
+    batch = GTACollator(tokenizer, following="")(rows)  # the target alone; the default is tested below
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
     check_batch(batch, rows, tokenizer, [f"<guess>{row['label']}</guess>" for row in rows])
     # the targets follow the gold labels, not the row order or a fixed label
@@ -60,7 +60,7 @@ def test_response_prefix_rows(raw_dataset, tokenizer):
         raw_dataset, template=GTAPromptTemplate(response_prefix="<guess>"), tokenizer=tokenizer
     )
     rows = rows_of(dataset, [0, 4, 8, 3])
-    batch = GTACollator(tokenizer)(rows)
+    batch = GTACollator(tokenizer, following="")(rows)
     check_batch(batch, rows, tokenizer, [f"{row['label']}</guess>" for row in rows])
     for i, row in enumerate(rows):
         prompt_length = len(tokenize_prompt(tokenizer, row["prompt"]))
@@ -121,7 +121,7 @@ def test_mismatched_response_prefix_in_a_row_raises(raw_dataset, tokenizer):
         GTACollator(tokenizer)([row])
     row["response_prefix"] = None  # a missing prefix value means no prefix
     batch = GTACollator(tokenizer)([row])
-    assert tokenizer.decode(batch["labels"][0][batch["labels"][0] != -100]) == "<guess>alarm</guess>"
+    assert tokenizer.decode(batch["labels"][0][batch["labels"][0] != -100]) == "<guess>alarm</guess><"
 
 
 def test_model_loss_is_the_guess_cross_entropy(raw_dataset, tokenizer):
@@ -167,3 +167,19 @@ def test_sft_warm_up_with_trl_sft_trainer(tmp_path, raw_dataset, tokenizer):
     assert losses[1] < losses[0]  # same batch, one step of lr 1e-2 later
     changed = [name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])]
     assert "model.embed_tokens.weight" in changed and len(changed) == len(before)
+
+
+def test_guess_target_is_the_guess_span_of_a_whole_reply(tokenizer, raw_dataset):
+    """The teacher-forced tokens are those a well-formed reply carries in its guess span (straddling token too)."""
+    from trl_gta.spans import guess_token_span
+
+    for prefix in ("", "<guess>"):
+        reply = "<guess>weather</guess><think>because</think><answer>weather</answer>"[len(prefix) :]
+        ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+        start, end = guess_token_span(ids, tokenizer, prefix)
+        assert target_token_ids(tokenizer, "weather", prefix, following="<think>") == ids[start:end]
+    assert tokenizer.decode(target_token_ids(tokenizer, "weather", following="<think>")).endswith("</guess><")
+    rows = build_gta_dataset(raw_dataset)
+    batch = GTACollator(tokenizer)([rows[3]])
+    supervised = [t for t in batch["labels"][0].tolist() if t != -100]
+    assert supervised == target_token_ids(tokenizer, rows[3]["label"], following="<think>")

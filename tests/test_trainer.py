@@ -75,7 +75,10 @@ def test_guess_loss_is_exact_cross_entropy_over_distinct_prompts(tmp_path, token
         prompt_ids = tokenizer.apply_chat_template(
             [row["prompt"]], add_generation_prompt=True, tokenize=True, return_dict=True
         )["input_ids"][0]
-        target = tokenizer(f"<guess>{row['label']}</guess>", add_special_tokens=False)["input_ids"]
+        block = f"<guess>{row['label']}</guess>"  # tokenized as in a whole reply; a token straddling its end stays
+        encoded = tokenizer(block + "<think>", add_special_tokens=False, return_offsets_mapping=True)
+        pairs = zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
+        target = [i for i, (start, _) in pairs if start < len(block)]
         ids = torch.tensor([list(prompt_ids) + target])
         with torch.no_grad():
             logits = model(input_ids=ids).logits[0]

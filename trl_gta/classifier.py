@@ -131,12 +131,13 @@ class GTAClassifier:
     def _guess_scores(self, prompt_ids: list[list[int]], shared: int) -> torch.Tensor:
         """Log-probability of each label's gold-guess continuation, (texts, labels)."""
         prefix = self.template.response_prefix
-        targets = [target_token_ids(self.tokenizer, label, prefix) for label in self.labels]
+        following = self.template.guess_follower
+        targets = [target_token_ids(self.tokenizer, label, prefix, following=following) for label in self.labels]
         common = _common_prefix_length(targets)  # e.g. the tokens of "<guess>": part of every continuation
         tails = [ids[shared:] + targets[0][:common] for ids in prompt_ids]
         continuations = [t[common:] for t in targets]
         device, pad = self._device, self.tokenizer.pad_token_id
-        batch, num_labels = len(tails), len(self.labels)
+        batch = len(tails)
 
         cache = copy.deepcopy(self._shared_prefix_cache(tuple(prompt_ids[0][:shared])))
         cache.batch_repeat_interleave(batch)
@@ -157,31 +158,28 @@ class GTAClassifier:
         first_tokens = torch.tensor([c[0] for c in continuations], device=device)
         scores = last_logits[:, first_tokens]  # (batch, labels)
 
-        width = max(len(c) for c in continuations) - 1
-        if width > 0:  # the rest of each continuation, all labels of all texts in one forward pass
-            cache = out.past_key_values
-            cache.batch_repeat_interleave(num_labels)
-            rest = [c[:-1][:width] + [pad] * (width - len(c) + 1) for c in continuations]  # inputs: all but the last
-            rest_mask = [[1] * (len(c) - 1) + [0] * (width - len(c) + 1) for c in continuations]
-            input_ids = torch.tensor(rest, device=device).repeat(batch, 1)
-            context_mask = torch.cat([shared_mask, tail_mask], dim=1).repeat_interleave(num_labels, dim=0)
-            cont_mask = torch.tensor(rest_mask, device=device).repeat(batch, 1)
-            start = (shared + tail_lengths).repeat_interleave(num_labels).unsqueeze(1)
+        # the rest of each label's continuation: one small forward per label over the shared cache, cropped back
+        # after each, so the texts' caches are never copied once per label
+        cache = out.past_key_values
+        context_mask = torch.cat([shared_mask, tail_mask], dim=1)
+        for index, continuation in enumerate(continuations):
+            if len(continuation) < 2:
+                continue
+            length = len(continuation) - 1
             logits = (
                 self.model(
-                    input_ids=input_ids,
-                    attention_mask=torch.cat([context_mask, cont_mask], dim=1),
-                    position_ids=start + torch.arange(width, device=device),
+                    input_ids=torch.tensor([continuation[:-1]] * batch, device=device),
+                    attention_mask=torch.cat([context_mask, context_mask.new_ones(batch, length)], dim=1),
+                    position_ids=(shared + tail_lengths).unsqueeze(1) + torch.arange(length, device=device),
                     past_key_values=cache,
+                    use_cache=True,
                 )
                 .logits.float()
                 .log_softmax(-1)
             )
-            targets_next = torch.tensor(
-                [c[1:] + [pad] * (width + 1 - len(c)) for c in continuations], device=device
-            ).repeat(batch, 1)
-            picked = logits.gather(-1, targets_next.unsqueeze(-1)).squeeze(-1) * cont_mask
-            scores = scores + picked.sum(dim=1).view(batch, num_labels)
+            following = torch.tensor(continuation[1:], device=device)
+            scores[:, index] += logits[:, torch.arange(length, device=device), following].sum(dim=1)
+            cache.crop(-length)
         return scores
 
     # ------------------------------------------------------------------------------------------------ answer

@@ -22,10 +22,25 @@ def target_continuation(target: str, response_prefix: str = "") -> str:
     return target[len(response_prefix) :]
 
 
-def target_token_ids(tokenizer, label: str, response_prefix: str = "", template: str = GUESS_TARGET) -> list[int]:
-    """Token ids of the teacher-forced target for `label`, after the response prefix."""
+GUESS_FOLLOWER = "<think>"
+
+
+def target_token_ids(
+    tokenizer, label: str, response_prefix: str = "", template: str = GUESS_TARGET, following: str = ""
+) -> list[int]:
+    """Token ids of the teacher-forced target for `label`, after the response prefix.
+
+    `following` is what comes after the target in a whole reply (`"<think>"` after the guess block). The target is
+    then tokenized in that context and cut after the last token carrying a target character, so a token that
+    straddles the boundary (BPE often merges `></guess>` and `<think>` into `><`) is kept whole: the model is taught
+    the tokens it samples in a well-formed reply, not a tokenization that never occurs there.
+    """
     text = target_continuation(template.format(label=label), response_prefix)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not following:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(text + following, add_special_tokens=False, return_offsets_mapping=True)
+    last = max(i for i, (start, _) in enumerate(encoded["offset_mapping"]) if start < len(text))
+    return encoded["input_ids"][: last + 1]
 
 
 def label_free_targets(tokenizer, label: str, response_prefix: str, template: str) -> tuple[list[int], list[int]]:
@@ -70,6 +85,7 @@ class GTACollator:
         chat_template_kwargs: dict[str, Any] | None = None,
         pad_to_multiple_of: int | None = None,
         supervise_labels: bool = True,
+        following: str | None = None,
     ) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token; set tokenizer.pad_token (e.g. to the eos token).")
@@ -79,6 +95,9 @@ class GTACollator:
         self.chat_template_kwargs = chat_template_kwargs or {}
         self.pad_to_multiple_of = pad_to_multiple_of
         self.supervise_labels = supervise_labels
+        self.following = (
+            (GUESS_FOLLOWER if target_template == GUESS_TARGET else "") if following is None else following
+        )
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         sequences, targets = [], []
@@ -87,7 +106,7 @@ class GTACollator:
             prefix = row.get("response_prefix") or ""
             if self.supervise_labels:
                 target_ids = target_labels = target_token_ids(
-                    self.tokenizer, row["label"], prefix, self.target_template
+                    self.tokenizer, row["label"], prefix, self.target_template, self.following
                 )
             else:
                 target_ids, target_labels = label_free_targets(

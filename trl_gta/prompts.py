@@ -52,6 +52,11 @@ class GTAPromptTemplate:
             raise ValueError(f"Unknown prompt_format {prompt_format!r}; expected one of {sorted(PROMPT_FORMATS)}")
         return cls(tags=PROMPT_FORMATS[prompt_format], **kwargs)
 
+    @property
+    def guess_follower(self) -> str:
+        """The opening tag that follows the guess block in a whole reply (`"<think>"` for GTA), else ""."""
+        return f"<{self.tags[self.tags.index('guess') + 1]}>" if "guess" in self.tags[:-1] else ""
+
     def format_spec(self) -> str:
         return "".join(f"<{tag}>{PLACEHOLDERS.get(tag, '...')}</{tag}>" for tag in self.tags)
 

@@ -147,7 +147,9 @@ class GTATrainer(GRPOTrainer):
     def _guess_targets(self, label: str, prefix: str) -> list[int]:
         key = (label, prefix)
         if key not in self._target_cache:
-            self._target_cache[key] = target_token_ids(self._tokenizer, label, prefix)
+            self._target_cache[key] = target_token_ids(
+                self._tokenizer, label, prefix, following=self.prompt_template.guess_follower
+            )
         return self._target_cache[key]
 
     def _generate_and_score_completions(self, inputs):
