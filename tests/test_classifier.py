@@ -6,7 +6,6 @@ from conftest import LABELS, tiny_model
 from peft import LoraConfig, get_peft_model
 
 from trl_gta import GTAClassifier, GTAPromptTemplate
-from trl_gta.collator import target_token_ids
 from trl_gta.prompts import tokenize_prompt
 
 TEXTS = ["wake me up at seven", "will it rain today in the city of paris", "play jazz"]
@@ -17,7 +16,11 @@ def naive_guess_probs(model, tokenizer, template, text):
     prompt = tokenize_prompt(tokenizer, template.prompt(text, LABELS, tokenizer))
     scores = []
     for label in LABELS:
-        target = target_token_ids(tokenizer, label, template.response_prefix, following=template.guess_follower)
+        # the label's tokens and the one closing them, tokenized as in the whole reply
+        text = f"<guess>{label}</guess><think>"[len(template.response_prefix) :]
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        stop = next(i for i, (_, end) in enumerate(encoded["offset_mapping"]) if end > text.index("</guess>"))
+        target = encoded["input_ids"][: stop + 1]
         ids = torch.tensor([list(prompt) + target])
         with torch.no_grad():
             logprobs = model(input_ids=ids).logits[0].float().log_softmax(-1)
@@ -31,7 +34,7 @@ def test_guess_mode_matches_uncached_scoring(tokenizer, prefix, arch):
     model = tiny_model(tokenizer, arch=arch).eval()
     template = GTAPromptTemplate(response_prefix=prefix)
     classifier = GTAClassifier(model, tokenizer, LABELS, template)
-    predictions = classifier.predict(TEXTS, mode="guess", batch_size=2)
+    predictions = classifier.predict(TEXTS, mode="guess", guess_batch_size=2)
     for text, prediction in zip(TEXTS, predictions, strict=True):
         expected = naive_guess_probs(model, tokenizer, template, text)
         assert list(prediction.guess_probs.values()) == pytest.approx(expected, abs=1e-4)

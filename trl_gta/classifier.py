@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .collator import target_token_ids
+from .collator import GUESS_TARGET, target_continuation
 from .parsing import extract_block, match_label
 from .prompts import GTAPromptTemplate, TextFitter, tokenize_prompt
 
@@ -127,12 +127,23 @@ class GTAClassifier:
             self._prefix_cache = (prefix, out.past_key_values)
         return self._prefix_cache[1]
 
+    def _label_continuations(self) -> list[list[int]]:
+        """Per label, the reply tokens after the prompt that decide "the guess is this label": the label's tokens
+        and the token that closes them (the first one reaching `</guess>`), tokenized as in a whole reply."""
+        prefix, following = self.template.response_prefix, self.template.guess_follower
+        continuations = []
+        for label in self.labels:
+            text = target_continuation(GUESS_TARGET.format(label=label), prefix) + following
+            boundary = text.rindex("</guess>")
+            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            stop = next(i for i, (_, end) in enumerate(encoded["offset_mapping"]) if end > boundary)
+            continuations.append(encoded["input_ids"][: stop + 1])
+        return continuations
+
     @torch.no_grad()
     def _guess_scores(self, prompt_ids: list[list[int]], shared: int) -> torch.Tensor:
-        """Log-probability of each label's gold-guess continuation, (texts, labels)."""
-        prefix = self.template.response_prefix
-        following = self.template.guess_follower
-        targets = [target_token_ids(self.tokenizer, label, prefix, following=following) for label in self.labels]
+        """Log-probability that the guess block holds each label, (texts, labels)."""
+        targets = self._label_continuations()
         common = _common_prefix_length(targets)  # e.g. the tokens of "<guess>": part of every continuation
         tails = [ids[shared:] + targets[0][:common] for ids in prompt_ids]
         continuations = [t[common:] for t in targets]
@@ -213,6 +224,7 @@ class GTAClassifier:
         texts: Sequence[str],
         mode: str = "answer",
         batch_size: int = 8,
+        guess_batch_size: int = 64,
         confidence_threshold: float = 0.9,
         max_new_tokens: int = 64,
         fallback_to_guess: bool = False,
@@ -221,10 +233,12 @@ class GTAClassifier:
     ) -> list[GTAPrediction]:
         """Classify `texts`.
 
-        In `answer` mode a missing or invalid answer gives `label=None` (counted as wrong in metrics), unless
-        `fallback_to_guess`, which takes the generated guess instead. In `adaptive` mode texts whose top guess
-        probability is at least `confidence_threshold` keep the guess; the others think, falling back to the guess
-        when their answer is invalid. `confidence_threshold=0` never thinks, any value above 1 always thinks.
+        `guess_batch_size` texts are scored together (guess scoring runs one small pass per label over a batch, so
+        wide batches amortize it). In `answer` mode a missing or invalid answer gives `label=None` (counted as
+        wrong in metrics), unless `fallback_to_guess`, which takes the generated guess instead. In `adaptive` mode
+        texts whose top guess probability is at least `confidence_threshold` keep the guess; the others think,
+        falling back to the guess when their answer is invalid. `confidence_threshold=0` never thinks, any value
+        above 1 always thinks.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -236,8 +250,8 @@ class GTAClassifier:
         bar = tqdm(total=len(texts), desc=f"classify ({mode})", disable=not progress)
         if mode in ("guess", "adaptive"):
             shared = max(_common_prefix_length(prompt_ids) - 1, 1)  # keep at least one token in every tail
-            for start in range(0, len(texts), batch_size):
-                rows = prompt_ids[start : start + batch_size]
+            for start in range(0, len(texts), guess_batch_size):
+                rows = prompt_ids[start : start + guess_batch_size]
                 probs = self._guess_scores(rows, shared).softmax(dim=-1).tolist()
                 for offset, row_probs in enumerate(probs):
                     prediction = predictions[start + offset]

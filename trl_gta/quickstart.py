@@ -10,9 +10,9 @@ import argparse
 import os
 import time
 
-PROMPTS_PER_STEP = 4
+PROMPTS_PER_STEP = 6
 NUM_GENERATIONS = 2
-DEFAULT_MAX_STEPS = 24
+DEFAULT_MAX_STEPS = 28
 WARMUP_STEPS = 8
 DEFAULT_EVAL_SAMPLES = 48
 MAX_NEW_TOKENS = 64
@@ -119,7 +119,7 @@ def run_quickstart(args: argparse.Namespace) -> dict:
     path = write_results(results, args.output_dir)
     rows = {
         f"{when} / {mode}": metrics
-        for when, runs in (("before", before), ("after", after))
+        for when, runs in (("before", before), ("format warm-up", warmed), ("after GTA", after))
         for mode, metrics in runs.items()
     }
     print(format_table(rows))

@@ -97,11 +97,6 @@ class GTATrainer(GRPOTrainer):
                 f"Unknown label set: pass GTAConfig(labels=[...]) or build the dataset with build_gta_dataset "
                 f"(its `{LABEL_SET_COLUMN}` column carries the label set)."
             )
-        if args.sft_weight > 0 and args.gradient_checkpointing and self._reentrant(args):
-            raise ValueError(
-                "Reentrant gradient checkpointing cannot serve torch.autograd.grad, which GTA needs to measure and "
-                "combine the SFT and RL gradients. Set gradient_checkpointing_kwargs={'use_reentrant': False}."
-            )
         if reward_funcs is None:
             reward_funcs = [gta_format_reward, answer_accuracy_reward]
         super().__init__(
@@ -139,8 +134,11 @@ class GTATrainer(GRPOTrainer):
                 f"conflict_strategy={self.args.conflict_strategy!r} needs whole per-parameter gradients, which "
                 "DeepSpeed ZeRO-3 and FSDP shard. Use ZeRO-2/DDP, or conflict_strategy='none'."
             )
-        if self.args.gradient_checkpointing and self._reentrant(self.args):  # TRL may force it (LoRA + ZeRO-3)
-            raise ValueError("GTA needs non-reentrant gradient checkpointing (use_reentrant=False).")
+        if self.args.gradient_checkpointing and self._reentrant(self.args):  # set by the user, or TRL (LoRA + ZeRO-3)
+            raise ValueError(
+                "Reentrant gradient checkpointing cannot serve torch.autograd.grad, which GTA needs to measure and "
+                "combine the SFT and RL gradients. Set gradient_checkpointing_kwargs={'use_reentrant': False}."
+            )
         return not sharded
 
     # ----------------------------------------------------------------------------------------------- rollouts
