@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, get_peft_model
+from report import FIELDS  # the CSV's columns: one definition for writer and reader
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig
 
@@ -35,19 +36,6 @@ from trl_gta.registry import load_classification_dataset
 from trl_gta.warmup import format_warmup
 
 METHODS = ("sft", "grpo", "gta", "gta_rl")
-FIELDS = [
-    "dataset",
-    "method",
-    "seed",
-    "step",
-    "examples",
-    "train_seconds",
-    "accuracy",
-    "weighted_f1",
-    "format_rate",
-    "guess_accuracy",
-    "mean_generated_tokens",
-]
 
 
 @dataclass

@@ -15,6 +15,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+FIELDS = [
+    "dataset",
+    "method",
+    "seed",
+    "step",
+    "examples",
+    "train_seconds",
+    "accuracy",
+    "weighted_f1",
+    "format_rate",
+    "guess_accuracy",
+    "mean_generated_tokens",
+]
+
 
 def read_rows(path: str) -> list[dict]:
     with open(path) as f:

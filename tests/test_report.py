@@ -14,22 +14,7 @@ spec.loader.exec_module(report)
 def test_report_tables_and_plots_come_from_the_csv(tmp_path):
     path = tmp_path / "convergence.csv"
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(
-            f,
-            [
-                "dataset",
-                "method",
-                "seed",
-                "step",
-                "examples",
-                "train_seconds",
-                "accuracy",
-                "weighted_f1",
-                "format_rate",
-                "guess_accuracy",
-                "mean_generated_tokens",
-            ],
-        )
+        writer = csv.DictWriter(f, report.FIELDS)
         writer.writeheader()
         for method, final in (("gta", 0.5), ("sft", 0.3)):
             for seed in (0, 1):
