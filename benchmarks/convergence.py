@@ -110,7 +110,8 @@ class EvalCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.train_seconds += time.perf_counter() - self._start
-        if state.global_step % self.every == 0 and state.global_step not in self.done:
+        last = state.global_step == state.max_steps
+        if (state.global_step % self.every == 0 or last) and state.global_step not in self.done:
             self.record(state.global_step)
 
     def record(self, step: int) -> None:
@@ -138,7 +139,7 @@ def run_one(args, preset: Preset, method: str, seed: int, model_path: str, test)
     trainer_method, prompt_format, prefix = prompt_setup(method)
     rl = trainer_method != "sft"
     per_step = preset.prompts_per_step if rl else preset.sft_batch_size
-    max_steps = preset.budget_examples // per_step
+    max_steps = max(1, preset.budget_examples // per_step)
     every = max(1, preset.eval_every // per_step)
     if max_steps in done:
         print(f"[{method} seed {seed}] already complete")
