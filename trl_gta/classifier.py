@@ -80,6 +80,8 @@ class GTAClassifier:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         is_dir = os.path.isdir(path_or_hub_id)
+        if not is_dir and (path_or_hub_id.startswith((".", "/", "~")) or path_or_hub_id.count("/") > 1):
+            raise OSError(f"Could not load a model: folder {path_or_hub_id!r} not found.")
         metadata = {}
         if is_dir and os.path.exists(os.path.join(path_or_hub_id, GTA_CONFIG_FILE)):
             with open(os.path.join(path_or_hub_id, GTA_CONFIG_FILE)) as f:

@@ -174,8 +174,6 @@ def evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_classifier, format_table, save_confusion_matrix, write_results
     from .registry import load_classification_dataset
 
-    if not os.path.isdir(args.model):
-        raise UserError(f"model folder not found: {args.model} (Hub ids cannot be loaded offline)")
     try:
         test = load_classification_dataset(args.dataset, args.split, args.max_samples, args.seed)
     except (ValueError, RuntimeError) as error:
@@ -243,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train with a recipe: trl-gta train --config recipes/.../config_x.yaml [--flag value]",
     )
     ev = commands.add_parser("eval", help="evaluate a checkpoint on a dataset")
-    ev.add_argument("--model", required=True, help="checkpoint folder")
+    ev.add_argument("--model", required=True, help="checkpoint folder (or Hub id, when the Hub is reachable)")
     ev.add_argument("--dataset", required=True, help="registered dataset name or local folder")
     ev.add_argument("--split", default="test")
     ev.add_argument("--mode", default="answer", choices=["answer", "guess", "adaptive"])
