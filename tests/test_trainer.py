@@ -270,3 +270,20 @@ def test_periodic_eval_callback_logs_held_out_metrics(tmp_path, tokenizer, raw_d
     accuracies = logged(trainer, "gta_eval/accuracy")
     assert len(accuracies) == 2 and all(a in (0.0, 0.5, 1.0) for a in accuracies)
     assert trainer.model.training
+
+
+@pytest.mark.parametrize("strategy", ["drop", "project", "none"])
+def test_sharded_parameters_refuse_gradient_surgery(tmp_path, tokenizer, raw_dataset, strategy):
+    """Under FSDP (or ZeRO-3) per-parameter gradients are shards: only the plain sum ('none') can be right."""
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path, conflict_strategy=strategy),
+        train_dataset=build_gta_dataset(raw_dataset),
+        processing_class=tokenizer,
+    )
+    trainer.is_fsdp_enabled = True
+    if strategy == "none":
+        assert trainer._check_gradient_setup() is False  # plain weighted sum, no gradient surgery
+    else:
+        with pytest.raises(ValueError, match="ZeRO-3 and FSDP"):
+            trainer._check_gradient_setup()
