@@ -70,6 +70,10 @@ def plot(rows: list[dict], dataset: str, out: str) -> str:
     return path
 
 
+def cell(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
+
+
 def table(rows: list[dict], n_test: int) -> str:
     final: dict[tuple[str, str], list[dict]] = defaultdict(list)
     last = defaultdict(int)
@@ -92,7 +96,7 @@ def table(rows: list[dict], n_test: int) -> str:
         }
         lines.append(
             f"| {dataset} | {method} | {len(runs)} | {runs[0]['examples']} | {acc:.3f} ± {half:.3f} | "
-            f"{avg['weighted_f1']:.3f} | {avg['format_rate']:.3f} | {avg['guess_accuracy']:.3f} | "
+            f"{avg['weighted_f1']:.3f} | {avg['format_rate']:.3f} | {cell(avg['guess_accuracy'])} | "
             f"{avg['train_seconds'] / 60:.1f} |"
         )
     return "\n".join(lines)

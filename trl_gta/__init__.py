@@ -25,6 +25,7 @@ _EXPORTS = {
     "GTAClassifier": "classifier",
     "GTAPrediction": "classifier",
     "load_classification_dataset": "registry",
+    "format_warmup": "warmup",
 }
 
 __all__ = ["__version__", *_EXPORTS]
