@@ -147,3 +147,15 @@ def test_bfloat16_model_classifies_in_every_mode(tokenizer):
     assert all(sum(p.guess_probs.values()) == pytest.approx(1.0, abs=1e-3) for p in guesses)
     answers = classifier.predict(TEXTS, mode="adaptive", confidence_threshold=1.01, max_new_tokens=3)
     assert all(p.generated_tokens >= 1 and p.label == p.guess for p in answers if p.answer is None)
+
+
+def test_invalid_answers_are_counted_even_when_the_label_falls_back(tokenizer):
+    from trl_gta.evaluation import prediction_metrics
+
+    classifier = GTAClassifier(tiny_model(tokenizer), tokenizer, LABELS)
+    classifier._generate = canned(["<guess>alarm</guess><think>t</think><answer>banana</answer>"])
+    gold = ["alarm", "weather", "music"]
+    plain = prediction_metrics(classifier.predict(TEXTS, mode="answer"), gold, LABELS)
+    fallback = prediction_metrics(classifier.predict(TEXTS, mode="answer", fallback_to_guess=True), gold, LABELS)
+    assert plain["invalid_label_rate"] == fallback["invalid_label_rate"] == 1.0
+    assert plain["accuracy"] == 0.0 and fallback["accuracy"] == pytest.approx(1 / 3)

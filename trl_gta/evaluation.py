@@ -14,7 +14,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from .classifier import GTAClassifier, GTAPrediction
-from .parsing import GTA_TAGS, is_well_formed, normalize_label
+from .parsing import GTA_TAGS, is_well_formed, match_label, normalize_label
 
 INVALID = "<invalid>"
 
@@ -52,7 +52,9 @@ def prediction_metrics(
             sum(is_well_formed(p.raw_output, tags) for p in generated) / len(generated) if generated else None
         ),
         "invalid_label_rate": (
-            sum(p.answer is not None and p.label is None for p in generated) / len(generated) if generated else None
+            sum(p.answer is not None and match_label(p.answer, labels) is None for p in generated) / len(generated)
+            if generated
+            else None
         ),
         "no_label_rate": sum(p.label is None for p in predictions) / max(len(predictions), 1),
         "guess_accuracy": (

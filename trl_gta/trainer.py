@@ -110,7 +110,7 @@ class GTATrainer(GRPOTrainer):
         )
         self.labels: list[str] = list(labels)
         if prompt_template is None:
-            prefix = train_dataset[0].get("response_prefix") if train_dataset is not None else None
+            prefix = next(iter(train_dataset)).get("response_prefix") if train_dataset is not None else None
             prompt_template = GTAPromptTemplate(response_prefix=prefix or "")
         self.prompt_template = prompt_template
         self.eval_results: dict[str, dict] = {}  # name -> metrics, shown in the model card when set
