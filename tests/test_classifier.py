@@ -6,26 +6,43 @@ from conftest import LABELS, tiny_model
 from peft import LoraConfig, get_peft_model
 
 from trl_gta import GTAClassifier, GTAPromptTemplate
+from trl_gta.classifier import label_branch_points
 from trl_gta.prompts import tokenize_prompt
 
 TEXTS = ["wake me up at seven", "will it rain today in the city of paris", "play jazz"]
 
 
-def naive_guess_probs(model, tokenizer, template, text):
-    """Full forward per label, no cache: the reference for the cached, batched scorer."""
-    prompt = tokenize_prompt(tokenizer, template.prompt(text, LABELS, tokenizer))
+def label_target(tokenizer, template, label):
+    """The label's tokens and the one closing them, tokenized as in the whole reply."""
+    text = f"<guess>{label}</guess><think>"[len(template.response_prefix) :]
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    stop = next(i for i, (_, end) in enumerate(encoded["offset_mapping"]) if end > text.index("</guess>"))
+    return encoded["input_ids"][: stop + 1]
+
+
+def naive_guess_probs(model, tokenizer, template, text, labels=LABELS):
+    """Full forward per label, no cache, every position read: the reference for the cached, batched scorer.
+
+    Decoding constrained to the label set: at each position, renormalize over the tokens the labels still agreeing
+    with this one's path could take next."""
+    prompt = list(tokenize_prompt(tokenizer, template.prompt(text, labels, tokenizer)))
+    targets = [label_target(tokenizer, template, label) for label in labels]
     scores = []
-    for label in LABELS:
-        # the label's tokens and the one closing them, tokenized as in the whole reply
-        text = f"<guess>{label}</guess><think>"[len(template.response_prefix) :]
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        stop = next(i for i, (_, end) in enumerate(encoded["offset_mapping"]) if end > text.index("</guess>"))
-        target = encoded["input_ids"][: stop + 1]
-        ids = torch.tensor([list(prompt) + target])
+    for target in targets:
         with torch.no_grad():
-            logprobs = model(input_ids=ids).logits[0].float().log_softmax(-1)
-        scores.append(sum(logprobs[len(prompt) + k - 1, t].item() for k, t in enumerate(target)))
+            logits = model(input_ids=torch.tensor([prompt + target])).logits[0].float()
+        score = 0.0
+        for k, token in enumerate(target):
+            allowed = sorted({other[k] for other in targets if other[:k] == target[:k]})
+            score += logits[len(prompt) + k - 1, allowed].log_softmax(-1)[allowed.index(token)].item()
+        scores.append(score)
     return torch.tensor(scores).softmax(0).tolist()
+
+
+def test_label_branch_points_are_where_sequences_diverge():
+    branches = label_branch_points([[5, 1, 9], [5, 2, 9], [5, 2, 3, 9], [7, 9]])
+    assert branches == {(): [5, 7], (5,): [1, 2], (5, 2): [9, 3]}
+    assert label_branch_points([[1, 2], [1, 2]]) == {}
 
 
 @pytest.mark.parametrize("prefix", ["", "<guess>"])
@@ -41,6 +58,19 @@ def test_guess_mode_matches_uncached_scoring(tokenizer, prefix, arch):
         assert sum(prediction.guess_probs.values()) == pytest.approx(1.0)
         assert prediction.label == LABELS[max(range(3), key=expected.__getitem__)]
         assert prediction.generated_tokens == 0
+
+
+def test_guess_mode_with_labels_sharing_leading_tokens(tokenizer):
+    """Labels that are token prefixes of others branch deeper in the trie: those points need their own passes."""
+    labels = ["alarm", "alarms", "weather", "weatherman"]
+    model = tiny_model(tokenizer).eval()
+    template = GTAPromptTemplate()
+    targets = [label_target(tokenizer, template, label) for label in labels]
+    assert any(len(path) > 1 for path in label_branch_points(targets)), "no deeper branch point to exercise"
+    predictions = GTAClassifier(model, tokenizer, labels, template).predict(TEXTS, mode="guess", guess_batch_size=2)
+    for text, prediction in zip(TEXTS, predictions, strict=True):
+        expected = naive_guess_probs(model, tokenizer, template, text, labels)
+        assert list(prediction.guess_probs.values()) == pytest.approx(expected, abs=1e-4)
 
 
 def canned(outputs):
