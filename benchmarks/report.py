@@ -102,16 +102,98 @@ def table(rows: list[dict], n_test: int) -> str:
     return "\n".join(lines)
 
 
+def split_incomplete(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Rows of the runs that reached their dataset's budget, and the names of those still short of it."""
+    budget: dict[str, int] = defaultdict(int)
+    reached: dict[tuple[str, str, int], int] = defaultdict(int)
+    for row in rows:
+        budget[row["dataset"]] = max(budget[row["dataset"]], row["examples"])
+        key = (row["dataset"], row["method"], row["seed"])
+        reached[key] = max(reached[key], row["examples"])
+    short = {key for key, examples in reached.items() if examples < budget[key[0]]}
+    complete = [row for row in rows if (row["dataset"], row["method"], row["seed"]) not in short]
+    return complete, [f"{dataset}/{method}/seed {seed}" for dataset, method, seed in sorted(short)]
+
+
+def mean_curve(rows: list[dict], dataset: str, method: str) -> dict[int, float]:
+    """Accuracy at each evaluated budget (training examples seen), averaged over the seeds evaluated there."""
+    points: dict[int, list[float]] = defaultdict(list)
+    for row in rows:
+        if row["dataset"] == dataset and row["method"] == method:
+            points[row["examples"]].append(row["accuracy"])
+    return {examples: sum(values) / len(values) for examples, values in sorted(points.items())}
+
+
+def final_accuracy(rows: list[dict], dataset: str, method: str) -> tuple[float, int] | None:
+    """Mean final accuracy over the method's seeds and the number of seeds (None when the method was not run)."""
+    last: dict[int, dict] = {}
+    for row in rows:
+        if row["dataset"] == dataset and row["method"] == method:
+            if row["seed"] not in last or row["examples"] > last[row["seed"]]["examples"]:
+                last[row["seed"]] = row
+    if not last:
+        return None
+    return sum(r["accuracy"] for r in last.values()) / len(last), len(last)
+
+
+def difference_ci(a: tuple[float, int], b: tuple[float, int], n_test: int) -> tuple[float, float]:
+    """Difference of two mean accuracies and a 95% half-width, the two treated as independent binomials."""
+    variance = sum(max(p * (1 - p), 1e-12) / (n_test * seeds) for p, seeds in (a, b))
+    return a[0] - b[0], 1.96 * math.sqrt(variance)
+
+
+def margin_verdict(name: str, a: tuple[float, int], b: tuple[float, int], margin: float, n_test: int) -> str:
+    """`name` is "a - b > margin": the point estimate decides met / not met, the interval whether the test set can."""
+    difference, half = difference_ci(a, b, n_test)
+    met = "met" if difference > margin else "not met"
+    if difference - half > margin or difference + half <= margin:
+        settled = "the interval settles it"
+    else:
+        settled = f"the interval contains {margin:+.2f}, so this test set cannot settle it"
+    return f"{name}: {difference:+.3f} (95% CI {difference - half:+.3f} to {difference + half:+.3f}), {met}; {settled}"
+
+
+def examples_to_reach(rows: list[dict], dataset: str) -> str:
+    """Hypothesis 1: GTA reaches GRPO's final accuracy with <= 1/4 of GRPO's examples (mean curves over seeds)."""
+    grpo_curve, gta_curve = mean_curve(rows, dataset, "grpo"), mean_curve(rows, dataset, "gta")
+    budget, target = max(grpo_curve), final_accuracy(rows, dataset, "grpo")[0]
+    claim = f"GTA reaches GRPO's final accuracy ({target:.3f}) with <= 1/4 of GRPO's {budget} examples"
+    reached = next((examples for examples, accuracy in gta_curve.items() if accuracy >= target), None)
+    if reached is None:
+        return f"{claim}: not met; GTA never reached it"
+    met = "met" if reached <= budget / 4 else "not met"
+    trivial = " (before any RL step: trivially)" if reached == 0 else ""
+    return f"{claim}: {met}; GTA reached it after {reached} examples{trivial}"
+
+
+def hypotheses(rows: list[dict], dataset: str, n_test: int) -> list[str]:
+    """The benchmarks issue's three hypotheses, with figures and verdicts (skipped when an arm is missing)."""
+    final = {method: final_accuracy(rows, dataset, method) for method in ("sft", "grpo", "gta", "gta_rl")}
+    lines = [examples_to_reach(rows, dataset)] if final["gta"] and final["grpo"] else []
+    for other, name in (("sft", "GTA - SFT > +0.02"), ("grpo", "GTA - GRPO > +0.02"), ("gta_rl", "GTA - GTA(RL) > 0")):
+        if final["gta"] and final[other]:
+            margin = 0.0 if other == "gta_rl" else 0.02
+            lines.append(margin_verdict(name, final["gta"], final[other], margin, n_test))
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--csv", default="benchmarks/results/convergence.csv")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--test_size", type=int, default=200, help="held-out texts per evaluation (for the CI)")
     args = parser.parse_args()
-    rows = read_rows(args.csv)
+    rows, incomplete = split_incomplete(read_rows(args.csv))
     for dataset in sorted({r["dataset"] for r in rows}):
         print(f"wrote {plot([r for r in rows if r['dataset'] == dataset], dataset, args.out)}")
     markdown = table(rows, args.test_size)
+    for dataset in sorted({r["dataset"] for r in rows}):
+        verdicts = hypotheses(rows, dataset, args.test_size)
+        if verdicts:
+            markdown += f"\n\nHypotheses on {dataset} (final accuracies averaged over seeds):\n\n"
+            markdown += "\n".join(f"- {line}" for line in verdicts)
+    if incomplete:
+        markdown += "\n\nLeft out, not finished yet: " + ", ".join(incomplete) + "."
     with open(os.path.join(args.out, "convergence.md"), "w") as f:
         f.write(markdown + "\n")
     print(markdown)

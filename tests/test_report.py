@@ -42,3 +42,46 @@ def test_report_tables_and_plots_come_from_the_csv(tmp_path):
     png = report.plot(rows, "d", str(tmp_path))
     assert os.path.getsize(png) > 1000
     assert report.mean_ci([0.5], 200)[1] == pytest.approx(1.96 * (0.25 / 200) ** 0.5)
+
+
+def run_rows(method, seed, curve, dataset="d"):
+    """CSV rows of one run: `curve` maps examples seen to accuracy."""
+    return [
+        dict(
+            dataset=dataset,
+            method=method,
+            seed=seed,
+            step=examples,
+            examples=examples,
+            train_seconds=examples * 1.0,
+            accuracy=accuracy,
+            weighted_f1=accuracy,
+            format_rate=1.0,
+            guess_accuracy=accuracy,
+        )
+        for examples, accuracy in curve.items()
+    ]
+
+
+def test_hypotheses_verdicts_and_intervals():
+    rows = (
+        run_rows("grpo", 0, {0: 0.0, 40: 0.1, 80: 0.30})
+        + run_rows("gta", 0, {0: 0.0, 20: 0.35, 80: 0.50})
+        + run_rows("sft", 0, {0: 0.0, 80: 0.49})
+        + run_rows("gta_rl", 0, {0: 0.0, 80: 0.20})
+    )
+    first, versus_sft, versus_grpo, versus_rl = report.hypotheses(rows, "d", n_test=200)
+    assert first.endswith("met; GTA reached it after 20 examples")
+    assert "+0.010" in versus_sft and "not met; the interval contains +0.02" in versus_sft
+    half = 1.96 * ((0.5 * 0.5 + 0.3 * 0.7) / 200) ** 0.5
+    assert f"+0.200 (95% CI {0.2 - half:+.3f} to {0.2 + half:+.3f}), met; the interval settles it" in versus_grpo
+    assert versus_rl.startswith("GTA - GTA(RL) > 0: +0.300") and "met; the interval settles it" in versus_rl
+    late = run_rows("grpo", 0, {0: 0.0, 80: 0.30}) + run_rows("gta", 0, {0: 0.0, 40: 0.3, 80: 0.4})
+    assert "not met; GTA reached it after 40 examples" in report.hypotheses(late, "d", 200)[0]
+    assert report.hypotheses(run_rows("gta", 0, {0: 0.1, 80: 0.3}), "d", 200) == []
+
+
+def test_unfinished_runs_are_left_out():
+    rows = run_rows("gta", 0, {0: 0.0, 80: 0.5}) + run_rows("gta", 1, {0: 0.0, 40: 0.2})
+    complete, short = report.split_incomplete(rows)
+    assert {row["seed"] for row in complete} == {0} and short == ["d/gta/seed 1"]
