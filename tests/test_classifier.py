@@ -60,6 +60,17 @@ def test_guess_mode_matches_uncached_scoring(tokenizer, prefix, arch):
         assert prediction.generated_tokens == 0
 
 
+def test_guess_mode_on_one_text_and_on_identical_texts(tokenizer):
+    """The texts share their whole prompt here: the scorer still runs the last prompt token per text."""
+    model = tiny_model(tokenizer).eval()
+    template = GTAPromptTemplate()
+    classifier = GTAClassifier(model, tokenizer, LABELS, template)
+    expected = naive_guess_probs(model, tokenizer, template, TEXTS[0])
+    for texts in ([TEXTS[0]], [TEXTS[0]] * 3):
+        for prediction in classifier.predict(texts, mode="guess"):
+            assert list(prediction.guess_probs.values()) == pytest.approx(expected, abs=1e-4)
+
+
 def test_guess_mode_with_labels_sharing_leading_tokens(tokenizer):
     """Labels that are token prefixes of others branch deeper in the trie: those points need their own passes."""
     labels = ["alarm", "alarms", "weather", "weatherman"]

@@ -273,7 +273,8 @@ class GTAClassifier:
         self.model.eval()
         bar = tqdm(total=len(texts), desc=f"classify ({mode})", disable=not progress)
         if mode in ("guess", "adaptive"):
-            shared = max(_common_prefix_length(prompt_ids) - 1, 1)  # keep at least one token in every tail
+            # every tail keeps at least one token (a single text, or identical ones, share their whole prompt)
+            shared = min(_common_prefix_length(prompt_ids), min(len(ids) for ids in prompt_ids) - 1)
             by_length = sorted(range(len(texts)), key=lambda i: len(prompt_ids[i]))  # batches with little padding
             for start in range(0, len(texts), guess_batch_size):
                 rows = by_length[start : start + guess_batch_size]
