@@ -74,15 +74,21 @@ def cell(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.3f}"
 
 
-def table(rows: list[dict], n_test: int) -> str:
-    final: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    last = defaultdict(int)
+def final_rows(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Per (dataset, method), each seed's last evaluation."""
+    last: dict[tuple[str, str, int], dict] = {}
     for row in rows:
         key = (row["dataset"], row["method"], row["seed"])
-        last[key] = max(last[key], row["examples"])
-    for row in rows:
-        if row["examples"] == last[(row["dataset"], row["method"], row["seed"])]:
-            final[(row["dataset"], row["method"])].append(row)
+        if key not in last or row["examples"] > last[key]["examples"]:
+            last[key] = row
+    final: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for (dataset, method, _), row in sorted(last.items()):
+        final[(dataset, method)].append(row)
+    return final
+
+
+def table(rows: list[dict], n_test: int) -> str:
+    final = final_rows(rows)
     lines = [
         "| dataset | method | seeds | examples | accuracy (95% CI) | weighted F1 | format rate | guess acc. "
         "| train min |",
@@ -126,14 +132,8 @@ def mean_curve(rows: list[dict], dataset: str, method: str) -> dict[int, float]:
 
 def final_accuracy(rows: list[dict], dataset: str, method: str) -> tuple[float, int] | None:
     """Mean final accuracy over the method's seeds and the number of seeds (None when the method was not run)."""
-    last: dict[int, dict] = {}
-    for row in rows:
-        if row["dataset"] == dataset and row["method"] == method:
-            if row["seed"] not in last or row["examples"] > last[row["seed"]]["examples"]:
-                last[row["seed"]] = row
-    if not last:
-        return None
-    return sum(r["accuracy"] for r in last.values()) / len(last), len(last)
+    runs = final_rows(rows).get((dataset, method))
+    return (sum(r["accuracy"] for r in runs) / len(runs), len(runs)) if runs else None
 
 
 def difference_ci(a: tuple[float, int], b: tuple[float, int], n_test: int) -> tuple[float, float]:
