@@ -41,10 +41,13 @@ def read_rows(path: str) -> list[dict]:
     return rows
 
 
-def mean_ci(values: list[float], n_test: int) -> tuple[float, float]:
-    """Mean over seeds and a 95% half-width from the test-set binomial error (seeds averaged)."""
-    mean = sum(values) / len(values)
-    return mean, 1.96 * math.sqrt(max(mean * (1 - mean), 1e-12) / (n_test * len(values)))
+def mean_ci(values: list[float], n_test: int) -> tuple[float, float, float]:
+    """Mean over seeds and its 95% Wilson interval from the test-set binomial error (seeds averaged); unlike the
+    normal approximation, the interval of an accuracy of 0 or 1 is not empty."""
+    mean, n, z = sum(values) / len(values), n_test * len(values), 1.96
+    centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return mean, max(centre - half, 0.0), min(centre + half, 1.0)
 
 
 def plot(rows: list[dict], dataset: str, out: str) -> str:
@@ -90,18 +93,18 @@ def final_rows(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 def table(rows: list[dict], n_test: int) -> str:
     final = final_rows(rows)
     lines = [
-        "| dataset | method | seeds | examples | accuracy (95% CI) | weighted F1 | format rate | guess acc. "
+        "| dataset | method | seeds | examples | accuracy [95% CI] | weighted F1 | format rate | guess acc. "
         "| train min |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (dataset, method), runs in sorted(final.items()):
-        acc, half = mean_ci([r["accuracy"] for r in runs], n_test)
+        acc, low, high = mean_ci([r["accuracy"] for r in runs], n_test)
         avg = {
             key: sum(r[key] for r in runs) / len(runs)
             for key in ("weighted_f1", "format_rate", "guess_accuracy", "train_seconds")
         }
         lines.append(
-            f"| {dataset} | {method} | {len(runs)} | {runs[0]['examples']} | {acc:.3f} ± {half:.3f} | "
+            f"| {dataset} | {method} | {len(runs)} | {runs[0]['examples']} | {acc:.3f} [{low:.3f}, {high:.3f}] | "
             f"{avg['weighted_f1']:.3f} | {avg['format_rate']:.3f} | {cell(avg['guess_accuracy'])} | "
             f"{avg['train_seconds'] / 60:.1f} |"
         )
