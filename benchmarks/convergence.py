@@ -119,12 +119,12 @@ class EvalCallback(TrainerCallback):
         metrics, _ = evaluate_classifier(classifier, self.texts, self.gold, "answer", batch_size=16, max_new_tokens=64)
         classifier.model.train()
         row = {
-            **self.run,
+            **{key: metrics[key] for key in FIELDS if key in metrics},  # measured values, including the eval seed..
+            **self.run,  # ..which the run's own dataset, method and training seed override
             "step": step,
             "examples": step * self.examples_per_step,
             "train_seconds": self.train_seconds,
         }
-        row.update({k: metrics[k] for k in FIELDS if k in metrics})
         new = not os.path.exists(self.run_path)
         with open(self.run_path, "a", newline="") as f:
             writer = csv.DictWriter(f, FIELDS)
