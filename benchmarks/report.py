@@ -93,18 +93,20 @@ def final_rows(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 def table(rows: list[dict], n_test: int) -> str:
     final = final_rows(rows)
     lines = [
-        "| dataset | method | seeds | examples | accuracy [95% CI] | weighted F1 | format rate | guess acc. "
-        "| train min |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | method | seeds | examples | accuracy [95% CI] | per seed | weighted F1 | format rate "
+        "| guess acc. | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (dataset, method), runs in sorted(final.items()):
         acc, low, high = mean_ci([r["accuracy"] for r in runs], n_test)
+        per_seed = " / ".join(f"{r['accuracy']:.3f}" for r in runs)
         avg = {
             key: sum(r[key] for r in runs) / len(runs)
             for key in ("weighted_f1", "format_rate", "guess_accuracy", "train_seconds")
         }
         lines.append(
             f"| {dataset} | {method} | {len(runs)} | {runs[0]['examples']} | {acc:.3f} [{low:.3f}, {high:.3f}] | "
+            f"{per_seed} | "
             f"{avg['weighted_f1']:.3f} | {avg['format_rate']:.3f} | {cell(avg['guess_accuracy'])} | "
             f"{avg['train_seconds'] / 60:.1f} |"
         )
@@ -193,7 +195,10 @@ def main() -> None:
     for dataset in sorted({r["dataset"] for r in rows}):
         verdicts = hypotheses(rows, dataset, args.test_size)
         if verdicts:
-            markdown += f"\n\nHypotheses on {dataset} (final accuracies averaged over seeds):\n\n"
+            markdown += (
+                f"\n\nHypotheses on {dataset} (final accuracies averaged over seeds; the intervals cover the test "
+                "set's sampling error only, not the spread between seeds shown per seed above):\n\n"
+            )
             markdown += "\n".join(f"- {line}" for line in verdicts)
     if incomplete:
         markdown += "\n\nLeft out, not finished yet: " + ", ".join(incomplete) + "."

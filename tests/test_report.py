@@ -37,8 +37,8 @@ def test_report_tables_and_plots_come_from_the_csv(tmp_path):
                     )
     rows = report.read_rows(str(path))
     markdown = report.table(rows, n_test=200)
-    assert "| d | gta | 2 | 20 | 0.500 [0.451, 0.549] |" in markdown
-    assert "| d | sft | 2 | 20 | 0.300 [0.257, 0.347] |" in markdown
+    assert "| d | gta | 2 | 20 | 0.500 [0.451, 0.549] | 0.500 / 0.500 |" in markdown
+    assert "| d | sft | 2 | 20 | 0.300 [0.257, 0.347] | 0.300 / 0.300 |" in markdown
     png = report.plot(rows, "d", str(tmp_path))
     assert os.path.getsize(png) > 1000
     mean, low, high = report.mean_ci([0.0], 200)
