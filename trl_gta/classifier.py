@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from tqdm.auto import tqdm
@@ -148,9 +149,11 @@ class GTAClassifier:
             self._prefix_cache = (prefix, out.past_key_values)
         return self._prefix_cache[1]
 
+    @cached_property
     def _label_continuations(self) -> list[list[int]]:
         """Per label, the reply tokens after the prompt that decide "the guess is this label": the label's tokens
-        and the token that closes them (the first one reaching `</guess>`), tokenized as in a whole reply."""
+        and the token that closes them (the first one reaching `</guess>`), tokenized as in a whole reply.
+        Computed once: labels, template and tokenizer are fixed for a classifier."""
         prefix, following = self.template.response_prefix, self.template.guess_follower
         continuations = []
         for label in self.labels:
@@ -172,7 +175,7 @@ class GTAClassifier:
 
         Only the trie's branch points need the model: one forward of the texts' tails (last position only), plus one
         small pass per deeper branch point (labels sharing leading tokens), over the cached shared prefix."""
-        targets = self._label_continuations()
+        targets = self._label_continuations
         common = _common_prefix_length(targets)  # e.g. the tokens of "<guess>": part of every continuation
         device, pad, batch = self._device, self.tokenizer.pad_token_id, len(prompt_ids)
         tails = [ids[shared:] + targets[0][:common] for ids in prompt_ids]
