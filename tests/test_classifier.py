@@ -4,9 +4,10 @@ import pytest
 import torch
 from conftest import LABELS, tiny_model
 from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
 
 from trl_gta import GTAClassifier, GTAPromptTemplate
-from trl_gta.classifier import label_branch_points
+from trl_gta.classifier import _cache_argument, label_branch_points
 from trl_gta.prompts import tokenize_prompt
 
 TEXTS = ["wake me up at seven", "will it rain today in the city of paris", "play jazz"]
@@ -43,6 +44,22 @@ def test_label_branch_points_are_where_sequences_diverge():
     branches = label_branch_points([[5, 1, 9], [5, 2, 9], [5, 2, 3, 9], [7, 9]])
     assert branches == {(): [5, 7], (5,): [1, 2], (5, 2): [9, 3]}
     assert label_branch_points([[1, 2], [1, 2]]) == {}
+
+
+def test_cache_argument_follows_the_forward_signature():
+    class Renamed:  # transformers' newer name
+        def forward(self, input_ids, cache=None, **kwargs): ...
+
+    class Legacy:
+        def forward(self, input_ids, past_key_values=None, **kwargs): ...
+
+    class Wrapped:  # a PEFT model: `forward(*args, **kwargs)` over its base model
+        def forward(self, *args, **kwargs): ...
+
+        def get_base_model(self):
+            return Renamed()
+
+    assert [_cache_argument(m) for m in (Renamed(), Legacy(), Wrapped())] == ["cache", "past_key_values", "cache"]
 
 
 @pytest.mark.parametrize("prefix", ["", "<guess>"])
@@ -142,11 +159,21 @@ def test_from_pretrained_checkpoint_plain_and_adapter(tmp_path, tokenizer):
     loaded = GTAClassifier.from_pretrained(str(tmp_path / "plain"))
     assert loaded.labels == LABELS and loaded.template == template
 
-    adapter = get_peft_model(tiny_model(tokenizer), LoraConfig(r=2, target_modules="all-linear"))
+    # a non-zero adapter (random B), so that merging it or not changes the weights the text runs through
+    lora = LoraConfig(r=2, target_modules="all-linear", init_lora_weights=False)
+    adapter = get_peft_model(tiny_model(tokenizer), lora)
     adapter.peft_config["default"].base_model_name_or_path = str(tmp_path / "plain")
     adapter.save_pretrained(tmp_path / "adapter")
     tokenizer.save_pretrained(tmp_path / "adapter")
-    assert GTAClassifier.from_pretrained(str(tmp_path / "adapter"), labels=LABELS).predict(TEXTS[:1], mode="guess")
+    merged = GTAClassifier.from_pretrained(str(tmp_path / "adapter"), labels=LABELS)
+    unmerged = GTAClassifier.from_pretrained(str(tmp_path / "adapter"), labels=LABELS, merge_adapter=False)
+    assert not hasattr(merged.model, "peft_config") and hasattr(unmerged.model, "peft_config")
+    base = GTAClassifier(AutoModelForCausalLM.from_pretrained(tmp_path / "plain"), tokenizer, LABELS)
+    merged_probs, unmerged_probs, base_probs = (
+        c.predict(TEXTS[:2], mode="guess")[1].guess_probs for c in (merged, unmerged, base)
+    )
+    assert merged_probs == pytest.approx(unmerged_probs, abs=1e-5)
+    assert merged_probs != pytest.approx(base_probs, abs=1e-5)
 
     with pytest.raises(OSError, match="Could not load"):
         GTAClassifier.from_pretrained(str(tmp_path / "missing"), labels=LABELS)

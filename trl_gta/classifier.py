@@ -13,6 +13,7 @@ Three modes:
 """
 
 import copy
+import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from functools import cached_property
 
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from .collator import GUESS_TARGET, target_continuation
 from .parsing import extract_block, match_label
@@ -66,6 +68,13 @@ def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return length
 
 
+def _cache_argument(model) -> str:
+    """The forward's name for a KV cache: transformers renamed `past_key_values` to `cache`, and drops the old name
+    in 5.40 (a model that ignored it would score the texts without their prompt)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model's kwargs pass through
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 class GTAClassifier:
     """A causal LM + tokenizer + label set + the prompt template it was trained with."""
 
@@ -85,7 +94,8 @@ class GTAClassifier:
         self.fitter = (
             TextFitter(self.template, self.labels, tokenizer, max_prompt_tokens) if max_prompt_tokens else None
         )
-        self._prefix_cache: tuple[tuple[int, ...], object] | None = None
+        self._prefix_cache: tuple[tuple[int, ...], DynamicCache] | None = None
+        self._cache_argument = _cache_argument(model)
 
     @classmethod
     def from_pretrained(
@@ -93,10 +103,13 @@ class GTAClassifier:
         path_or_hub_id: str,
         labels: Sequence[str] | None = None,
         max_prompt_tokens: int | None = None,
+        merge_adapter: bool = True,
         **model_kwargs,
     ) -> "GTAClassifier":
         """Load a GTA checkpoint (labels and template from its `gta_config.json`), a plain model folder (labels
-        required, default template) or a LoRA adapter folder (loaded on its base model)."""
+        required, default template) or a LoRA adapter folder (loaded on its base model). An adapter is merged into
+        the weights (`merge_adapter`): inference then runs no adapter layers. A quantized base keeps its adapter, since
+        merging into quantized weights would round the adapter away."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         is_dir = os.path.isdir(path_or_hub_id)
@@ -115,6 +128,8 @@ class GTAClassifier:
                 from peft import AutoPeftModelForCausalLM
 
                 model = AutoPeftModelForCausalLM.from_pretrained(path_or_hub_id, **model_kwargs)
+                if merge_adapter and getattr(model.get_base_model(), "hf_quantizer", None) is None:
+                    model = model.merge_and_unload()
             else:
                 model = AutoModelForCausalLM.from_pretrained(path_or_hub_id, **model_kwargs)
             tokenizer = AutoTokenizer.from_pretrained(path_or_hub_id)
@@ -144,9 +159,14 @@ class GTAClassifier:
     def _shared_prefix_cache(self, prefix: tuple[int, ...]):
         """KV cache of the prompt part every text shares (instructions and label list), computed once."""
         if self._prefix_cache is None or self._prefix_cache[0] != prefix:
-            with torch.no_grad():
-                out = self.model(input_ids=torch.tensor([prefix], device=self._device), use_cache=True)
-            self._prefix_cache = (prefix, out.past_key_values)
+            cache = DynamicCache(config=self.model.config)
+            with torch.no_grad():  # the model fills the cache in place
+                self.model(
+                    input_ids=torch.tensor([prefix], device=self._device),
+                    use_cache=True,
+                    **{self._cache_argument: cache},
+                )
+            self._prefix_cache = (prefix, cache)
         return self._prefix_cache[1]
 
     @cached_property
@@ -193,11 +213,10 @@ class GTAClassifier:
             input_ids=tail_ids,
             attention_mask=context_mask,
             position_ids=shared + (columns - padding[:, None]).clamp(min=0),
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=self._last_position(width),
+            **{self._cache_argument: cache},
         )
-        cache = out.past_key_values
         scores = torch.zeros(batch, len(self.labels), device=device)
         for path, next_tokens in label_branch_points([t[common:] for t in targets]).items():
             if path:  # a deeper branch point: run its path over the cache, then crop the cache back
@@ -206,9 +225,9 @@ class GTAClassifier:
                     input_ids=torch.tensor([list(path)] * batch, device=device),
                     attention_mask=torch.cat([context_mask, context_mask.new_ones(batch, length)], dim=1),
                     position_ids=(shared + tail_lengths)[:, None] + torch.arange(length, device=device),
-                    past_key_values=cache,
                     use_cache=True,
                     logits_to_keep=self._last_position(length),
+                    **{self._cache_argument: cache},
                 ).logits
                 cache.crop(-length)
             else:
