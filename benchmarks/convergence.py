@@ -134,23 +134,15 @@ class EvalCallback(TrainerCallback):
         print(f"[{self.run['method']} seed {self.run['seed']}] step {step}: accuracy {metrics['accuracy']:.3f}")
 
 
-def run_one(args, preset: Preset, method: str, seed: int, model_path: str, test) -> None:
-    done = finished_steps(args.output, args.dataset, method, seed)
-    trainer_method, prompt_format, prefix = prompt_setup(method)
-    rl = trainer_method != "sft"
-    per_step = preset.prompts_per_step if rl else preset.sft_batch_size
-    max_steps = max(1, preset.budget_examples // per_step)
-    every = max(1, preset.eval_every // per_step)
-    if max_steps in done:
-        print(f"[{method} seed {seed}] already complete")
-        return
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if preset.bf16 else torch.float32)
-    template = GTAPromptTemplate.for_format(prompt_format, response_prefix=prefix, system_prompt="You classify texts.")
-    train = load_split(args.dataset, args.data_dir, "train", preset.budget_examples, seed, preset.max_text_words)
-    run_dir = os.path.join(args.runs_dir, f"{args.dataset}-{method}-seed{seed}")
+def schedule(preset: Preset, method: str) -> tuple[int, int, int]:
+    """(training examples per step, steps, steps between evaluations) of a method under the preset's example budget."""
+    per_step = preset.sft_batch_size if method == "sft" else preset.prompts_per_step
+    return per_step, max(1, preset.budget_examples // per_step), max(1, preset.eval_every // per_step)
+
+
+def training_config(preset: Preset, method: str, seed: int, run_dir: str) -> GTAConfig | SFTConfig:
+    """The trainer config of one run: the same schedule, optimizer and checkpointing for every method."""
+    _, max_steps, every = schedule(preset, method)
     common = dict(
         output_dir=run_dir,
         max_steps=max_steps,
@@ -166,7 +158,7 @@ def run_one(args, preset: Preset, method: str, seed: int, model_path: str, test)
         seed=seed,
         gradient_checkpointing=False,
     )
-    if rl:
+    if method != "sft":
         config = GTAConfig(
             **common,
             per_device_train_batch_size=preset.prompts_per_step * preset.num_generations,
@@ -179,6 +171,25 @@ def run_one(args, preset: Preset, method: str, seed: int, model_path: str, test)
             config.sft_weight, config.mask_guess_in_rl = 0.0, False
     else:
         config = SFTConfig(**common, per_device_train_batch_size=preset.sft_batch_size)
+    return config
+
+
+def run_one(args, preset: Preset, method: str, seed: int, model_path: str, test) -> None:
+    done = finished_steps(args.output, args.dataset, method, seed)
+    trainer_method, prompt_format, prefix = prompt_setup(method)
+    rl = trainer_method != "sft"
+    per_step, max_steps, every = schedule(preset, method)
+    if max_steps in done:
+        print(f"[{method} seed {seed}] already complete")
+        return
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if preset.bf16 else torch.float32)
+    template = GTAPromptTemplate.for_format(prompt_format, response_prefix=prefix, system_prompt="You classify texts.")
+    train = load_split(args.dataset, args.data_dir, "train", preset.budget_examples, seed, preset.max_text_words)
+    run_dir = os.path.join(args.runs_dir, f"{args.dataset}-{method}-seed{seed}")
+    config = training_config(preset, method, seed, run_dir)
     if preset.lora:
         lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
