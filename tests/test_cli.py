@@ -95,7 +95,8 @@ def test_train_runs_each_method_in_the_same_harness(tmp_path, model_dir, data_fo
     assert (out / "model.safetensors").exists()
     if method != "sft":
         saved = json.loads((out / "gta_config.json").read_text())
-        assert saved["sft_weight"] == (1.0 if method == "gta" else 0.0)
+        assert saved["settings"]["sft_weight"] == (1.0 if method == "gta" else 0.0)
+        assert saved["max_completion_length"] == 6
         assert saved["prompt_template"]["tags"] == (
             ["guess", "think", "answer"] if method == "gta" else ["think", "answer"]
         )

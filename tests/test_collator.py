@@ -7,10 +7,11 @@ import pytest
 import torch
 from conftest import LABELS, tiny_model
 
-from trl_gta.collator import GUESS_TARGET, GTACollator, target_continuation, target_token_ids
-from trl_gta.data import build_gta_dataset
+from trl_gta.collator import GTACollator, target_token_ids
+from trl_gta.dataset import build_gta_dataset
 from trl_gta.losses import guess_cross_entropy
 from trl_gta.prompts import GTAPromptTemplate, tokenize_prompt
+from trl_gta.reply_format import GUESS_TARGET, target_continuation
 
 
 def rows_of(dataset, indices=None) -> list[dict]:

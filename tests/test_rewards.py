@@ -1,8 +1,8 @@
-"""Rewards (`trl_gta.rewards`) and the parsing they rest on (`trl_gta.parsing`), on a table of completions."""
+"""Rewards (`trl_gta.rewards`) and the parsing they rest on (`trl_gta.reply_format`), on a table of completions."""
 
 import pytest
 
-from trl_gta.parsing import (
+from trl_gta.reply_format import (
     GTAOutput,
     block_span,
     completion_text,

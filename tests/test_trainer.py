@@ -8,9 +8,9 @@ from huggingface_hub import ModelCard
 from peft import LoraConfig
 
 from trl_gta import GTAConfig, GTATrainer, build_gta_dataset
-from trl_gta.trainer import GTA_CONFIG_FILE
+from trl_gta.checkpoint import GTA_CONFIG_FILE
 
-GTA_KEYS = ["gta/sft_loss", "gta/grad_cosine", "gta/conflict_rate", "gta/guess_accuracy", "gta/answer_accuracy"]
+GTA_KEYS = ["gta/sft_loss", "gta/grad_cosine", "gta/conflict_rate", "gta/guess_accuracy", "gta/truncated_prompts"]
 
 
 def make_args(tmp_path, **overrides) -> GTAConfig:
@@ -48,7 +48,8 @@ def test_training_changes_parameters_and_logs_gta_metrics(tmp_path, tokenizer, r
     trainer.train()
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())]
     assert changed
-    for key in [*GTA_KEYS, "gta/format_rate"]:
+    assert not logged(trainer, "gta/answer_accuracy")  # TRL logs each reward function's mean already
+    for key in [*GTA_KEYS, "rewards/answer_accuracy_reward/mean"]:
         values = logged(trainer, key)
         assert values and all(v is not None and v == v for v in values), key
     assert all(-1.0 <= c <= 1.0 for c in logged(trainer, "gta/grad_cosine"))
@@ -161,9 +162,9 @@ def test_guess_span_is_masked_from_the_rl_loss(tmp_path, tokenizer, raw_dataset)
     assert keep[:guess_len].sum() == 0 or keep[: guess_len - 1].sum() == 0  # a straddling last token is masked too
     assert keep[guess_len + 1 :].all()
     assert int(inputs["num_items_in_batch"]) == int((inputs["completion_mask"] * inputs["tool_mask"]).sum())
-    assert trainer._metrics["train"]["gta/format_rate"][-1] == 1.0
+    assert trainer._metrics["train"]["rewards/gta_format_reward/mean"][-1] == 1.0
     assert trainer._metrics["train"]["gta/guess_accuracy"][-1] == 1.0
-    assert trainer._metrics["train"]["gta/answer_accuracy"][-1] == 1.0
+    assert trainer._metrics["train"]["rewards/answer_accuracy_reward/mean"][-1] == 1.0
 
 
 def test_gta_rl_ablation_runs_without_sft(tmp_path, tokenizer, raw_dataset):
@@ -176,7 +177,7 @@ def test_gta_rl_ablation_runs_without_sft(tmp_path, tokenizer, raw_dataset):
     )
     trainer.train()
     assert not logged(trainer, "gta/sft_loss")
-    assert logged(trainer, "gta/answer_accuracy")
+    assert logged(trainer, "gta/guess_accuracy")
 
 
 def test_lora_training_and_save_writes_gta_metadata(tmp_path, tokenizer, raw_dataset):
@@ -194,7 +195,7 @@ def test_lora_training_and_save_writes_gta_metadata(tmp_path, tokenizer, raw_dat
     trainer.save_model()
     with open(os.path.join(trainer.args.output_dir, GTA_CONFIG_FILE)) as f:
         saved = json.load(f)
-    assert saved["labels"] == LABELS and saved["conflict_strategy"] == "drop"
+    assert saved["labels"] == LABELS and saved["settings"]["conflict_strategy"] == "drop"
     assert os.path.exists(os.path.join(trainer.args.output_dir, "adapter_config.json"))
 
     card = ModelCard.load(os.path.join(trainer.args.output_dir, "README.md"))

@@ -3,8 +3,8 @@ from conftest import tiny_model
 
 from trl_gta import GTAPromptTemplate
 from trl_gta.collator import GTACollator, label_free_targets
-from trl_gta.data import build_gta_dataset
-from trl_gta.parsing import GTA_TAGS, THINK_ANSWER_TAGS
+from trl_gta.dataset import build_gta_dataset
+from trl_gta.reply_format import GTA_TAGS, THINK_ANSWER_TAGS
 from trl_gta.warmup import format_example, format_warmup
 
 

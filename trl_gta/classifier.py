@@ -14,7 +14,6 @@ Three modes:
 
 import copy
 import inspect
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,12 +23,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from .collator import GUESS_TARGET, target_continuation
-from .parsing import extract_block, match_label
-from .prompts import GTAPromptTemplate, TextFitter, tokenize_prompt
+from .checkpoint import GTA_CONFIG_FILE, GTACheckpointMetadata
+from .prompts import GTAPromptTemplate, ensure_pad_token, fitted_prompts, tokenize_prompt
+from .reply_format import CLASSIFY_MODES, GUESS_TARGET, extract_block, match_label, target_continuation
 
-GTA_CONFIG_FILE = "gta_config.json"
-MODES = ("answer", "guess", "adaptive")
+DEFAULT_MAX_NEW_TOKENS = 256
+"""The reply budget when a checkpoint states none: TRL's default `max_completion_length`."""
 
 
 @dataclass
@@ -76,7 +75,24 @@ def _cache_argument(model) -> str:
 
 
 class GTAClassifier:
-    """A causal LM + tokenizer + label set + the prompt template it was trained with."""
+    """A causal LM used as a text classifier: the model, its tokenizer, the label set and the prompt template it was
+    trained with, so that it is asked the question it learnt to answer.
+
+    Args:
+        model: A causal LM trained to reply `<guess>..</guess><think>..</think><answer>..</answer>`.
+        tokenizer: Its tokenizer (given the end-of-sequence token as pad when it has none).
+        labels: The label set, in the order the prompt lists it.
+        template: The prompt template of training (default: `GTAPromptTemplate()`).
+        max_prompt_tokens: Cut texts (never the instructions) so every prompt fits; None keeps texts whole.
+        max_new_tokens: Default reply budget of `predict` (default: training's `max_completion_length` when loaded
+            from a checkpoint, else `DEFAULT_MAX_NEW_TOKENS`).
+
+    Example:
+        ```python
+        classifier = GTAClassifier.from_pretrained("gta-out")
+        classifier.predict(["wake me up at seven"], mode="guess")[0].label
+        ```
+    """
 
     def __init__(
         self,
@@ -85,15 +101,13 @@ class GTAClassifier:
         labels: Sequence[str],
         template: GTAPromptTemplate | None = None,
         max_prompt_tokens: int | None = None,
+        max_new_tokens: int | None = None,
     ) -> None:
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer = model, ensure_pad_token(tokenizer)
         self.labels = list(labels)
         self.template = template or GTAPromptTemplate()
-        self.fitter = (
-            TextFitter(self.template, self.labels, tokenizer, max_prompt_tokens) if max_prompt_tokens else None
-        )
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         self._prefix_cache: tuple[tuple[int, ...], DynamicCache] | None = None
         self._cache_argument = _cache_argument(model)
 
@@ -106,23 +120,34 @@ class GTAClassifier:
         merge_adapter: bool = True,
         **model_kwargs,
     ) -> "GTAClassifier":
-        """Load a GTA checkpoint (labels and template from its `gta_config.json`), a plain model folder (labels
-        required, default template) or a LoRA adapter folder (loaded on its base model). An adapter is merged into
-        the weights (`merge_adapter`): inference then runs no adapter layers. A quantized base keeps its adapter, since
-        merging into quantized weights would round the adapter away."""
+        """Load a classifier from a folder (or a Hub id, where the Hub is reachable).
+
+        Args:
+            path_or_hub_id: A GTA checkpoint (label set, template and reply budget from its `gta_config.json`), a
+                plain model folder (`labels` required; default template) or a LoRA adapter folder (loaded on its
+                base model).
+            labels: The label set; overrides the checkpoint's.
+            max_prompt_tokens: Cut texts so every prompt fits.
+            merge_adapter: Merge an adapter into the weights, so inference runs no adapter layers. A quantized base
+                keeps its adapter, since merging into quantized weights would round the adapter away.
+            **model_kwargs: Passed to `from_pretrained` of the model (e.g. `dtype`, `device_map`).
+
+        Returns:
+            The classifier, its model in eval mode.
+
+        Raises:
+            OSError: The folder or model cannot be loaded (offline, a Hub id fails with this).
+            ValueError: No label set is known, or the checkpoint's `gta_config.json` is invalid.
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         is_dir = os.path.isdir(path_or_hub_id)
         if not is_dir and (path_or_hub_id.startswith((".", "/", "~")) or path_or_hub_id.count("/") > 1):
             raise OSError(f"Could not load a model: folder {path_or_hub_id!r} not found.")
-        metadata = {}
-        if is_dir and os.path.exists(os.path.join(path_or_hub_id, GTA_CONFIG_FILE)):
-            with open(os.path.join(path_or_hub_id, GTA_CONFIG_FILE)) as f:
-                metadata = json.load(f)
-        labels = list(labels) if labels is not None else metadata.get("labels")
+        metadata = GTACheckpointMetadata.load(path_or_hub_id) if is_dir else None
+        labels = list(labels) if labels is not None else (metadata.labels if metadata else None)
         if not labels:
             raise ValueError(f"{path_or_hub_id} carries no label set ({GTA_CONFIG_FILE}); pass labels=[...].")
-        template = GTAPromptTemplate.from_dict(metadata["prompt_template"]) if "prompt_template" in metadata else None
         try:
             if is_dir and os.path.exists(os.path.join(path_or_hub_id, "adapter_config.json")):
                 from peft import AutoPeftModelForCausalLM
@@ -137,19 +162,22 @@ class GTAClassifier:
             where = "folder" if is_dir else "Hub id (is the Hub reachable?)"
             raise OSError(f"Could not load a model from {where} {path_or_hub_id!r}: {error}") from error
         model.eval()
-        return cls(model, tokenizer, labels, template, max_prompt_tokens)
+        return cls(
+            model,
+            tokenizer,
+            labels,
+            metadata.prompt_template if metadata else None,
+            max_prompt_tokens,
+            metadata.max_completion_length if metadata else None,
+        )
 
     # ------------------------------------------------------------------------------------------------ prompts
     def _prompt_ids(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
-        ids, truncated = [], []
-        for text in texts:
-            cut = False
-            if self.fitter is not None:
-                text, cut = self.fitter(text)
-            prompt = self.template.prompt(text, self.labels, self.tokenizer)
-            ids.append(list(tokenize_prompt(self.tokenizer, prompt, **self.template.chat_template_kwargs)))
-            truncated.append(cut)
-        return ids, truncated
+        prompts, truncated = fitted_prompts(
+            self.template, list(texts), self.labels, self.tokenizer, self.max_prompt_tokens
+        )
+        kwargs = self.template.chat_template_kwargs
+        return [list(tokenize_prompt(self.tokenizer, prompt, **kwargs)) for prompt in prompts], truncated
 
     @property
     def _device(self) -> torch.device:
@@ -272,22 +300,34 @@ class GTAClassifier:
         batch_size: int = 8,
         guess_batch_size: int = 16,
         confidence_threshold: float = 0.9,
-        max_new_tokens: int = 64,
+        max_new_tokens: int | None = None,
         fallback_to_guess: bool = False,
         progress: bool = False,
         **generate_kwargs,
     ) -> list[GTAPrediction]:
         """Classify `texts`.
 
-        Guess scoring takes the texts shortest first, `guess_batch_size` at a time (similar lengths, little
-        padding). In `answer` mode a missing or invalid answer gives `label=None` (counted as
-        wrong in metrics), unless `fallback_to_guess`, which takes the generated guess instead. In `adaptive` mode
-        texts whose top guess probability is at least `confidence_threshold` keep the guess; the others think,
-        falling back to the guess when their answer is invalid. `confidence_threshold=0` never thinks, any value
-        above 1 always thinks.
+        Args:
+            texts: The texts.
+            mode: `"answer"` generates the whole reply and takes its answer; `"guess"` reads the guess distribution
+                over the label set without sampling; `"adaptive"` keeps the guess when its top probability is at
+                least `confidence_threshold` and thinks (generates) for the others.
+            batch_size: Texts generated at a time.
+            guess_batch_size: Texts scored at a time in guess mode (taken shortest first, so batches pad little).
+            confidence_threshold: Adaptive mode's threshold: 0 never thinks, any value above 1 always thinks.
+            max_new_tokens: Reply budget (default: the classifier's, i.e. training's `max_completion_length`).
+            fallback_to_guess: In answer mode, take the generated guess when the answer is missing or invalid
+                (adaptive mode always falls back to the guess).
+            progress: Show a progress bar.
+            **generate_kwargs: Passed to `model.generate` (greedy by default).
+
+        Returns:
+            One `GTAPrediction` per text, in order. A missing or invalid answer gives `label=None` (counted as wrong
+            in metrics) unless a fallback applies.
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if mode not in CLASSIFY_MODES:
+            raise ValueError(f"mode must be one of {CLASSIFY_MODES}, got {mode!r}.")
+        max_new_tokens = max_new_tokens or self.max_new_tokens
         prompt_ids, truncated = self._prompt_ids(texts)
         predictions = [GTAPrediction(label=None, text_truncated=cut) for cut in truncated]
         if not texts:

@@ -10,6 +10,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .reply_format import CLASSIFY_MODES
+
 logger = logging.getLogger("trl_gta")
 
 
@@ -113,6 +115,8 @@ def _load_model(model_args, training_args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import get_peft_config, get_quantization_config
 
+    from .prompts import ensure_pad_token
+
     kwargs = {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation}
     quantization = get_quantization_config(model_args)
     if quantization is not None:
@@ -124,9 +128,7 @@ def _load_model(model_args, training_args):
         raise UserError(
             f"could not load model {model_args.model_name_or_path!r}: {str(error).splitlines()[0]}"
         ) from error
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer, get_peft_config(model_args)
+    return model, ensure_pad_token(tokenizer), get_peft_config(model_args)
 
 
 def _run_training(script_args, training_args, model_args) -> None:
@@ -160,7 +162,14 @@ def _run_training(script_args, training_args, model_args) -> None:
             script_args.dataset_name, script_args.dataset_test_split, script_args.max_eval_samples, training_args.seed
         )
         model = trainer.accelerator.unwrap_model(trainer.model)
-        classifier = GTAClassifier(model, tokenizer, trainer.labels, template, script_args.max_prompt_tokens)
+        classifier = GTAClassifier(
+            model,
+            tokenizer,
+            trainer.labels,
+            template,
+            script_args.max_prompt_tokens,
+            training_args.max_completion_length,
+        )
         gold = test.features["label"].int2str(test["label"])
         metrics, _ = evaluate_classifier(classifier, test["text"], gold, "answer", progress=True)
         trainer.eval_results = {f"{script_args.dataset_test_split} / answer": metrics}
@@ -170,7 +179,8 @@ def _run_training(script_args, training_args, model_args) -> None:
 
 # ------------------------------------------------------------------------------------------------------------ eval
 def evaluate(args: argparse.Namespace) -> None:
-    from .classifier import GTA_CONFIG_FILE, GTAClassifier
+    from .checkpoint import GTA_CONFIG_FILE
+    from .classifier import GTAClassifier
     from .evaluation import evaluate_classifier, format_table, save_confusion_matrix, write_results
     from .registry import load_classification_dataset
 
@@ -225,7 +235,9 @@ def export(args: argparse.Namespace) -> None:
     merged = AutoPeftModelForCausalLM.from_pretrained(args.adapter).merge_and_unload()
     merged.save_pretrained(args.output_dir)
     AutoTokenizer.from_pretrained(args.adapter).save_pretrained(args.output_dir)
-    for name in ("gta_config.json", "README.md"):
+    from .checkpoint import GTA_CONFIG_FILE
+
+    for name in (GTA_CONFIG_FILE, "README.md"):
         if os.path.exists(os.path.join(args.adapter, name)):
             shutil.copy(os.path.join(args.adapter, name), args.output_dir)
     print(f"merged model written to {args.output_dir}")
@@ -244,11 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="checkpoint folder (or Hub id, when the Hub is reachable)")
     ev.add_argument("--dataset", required=True, help="registered dataset name or local folder")
     ev.add_argument("--split", default="test")
-    ev.add_argument("--mode", default="answer", choices=["answer", "guess", "adaptive"])
+    ev.add_argument("--mode", default="answer", choices=CLASSIFY_MODES)
     ev.add_argument("--max_samples", type=int, default=None)
     ev.add_argument("--output_dir", default=None, help="default: the model folder")
     ev.add_argument("--batch_size", type=int, default=16)
-    ev.add_argument("--max_new_tokens", type=int, default=64)
+    ev.add_argument("--max_new_tokens", type=int, default=None, help="default: the checkpoint's max_completion_length")
     ev.add_argument("--confidence_threshold", type=float, default=0.9)
     ev.add_argument("--max_prompt_tokens", type=int, default=512)
     ev.add_argument("--seed", type=int, default=0)

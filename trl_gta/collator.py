@@ -11,18 +11,7 @@ from typing import Any
 import torch
 
 from .prompts import tokenize_prompt
-
-GUESS_TARGET = "<guess>{label}</guess>"
-
-
-def target_continuation(target: str, response_prefix: str = "") -> str:
-    """The part of `target` that follows a response prefix the prompt already contains."""
-    if not target.startswith(response_prefix):
-        raise ValueError(f"The response prefix {response_prefix!r} is not the start of the target {target!r}.")
-    return target[len(response_prefix) :]
-
-
-GUESS_FOLLOWER = "<think>"
+from .reply_format import GTA_TAGS, GUESS_TARGET, guess_follower, target_continuation
 
 
 def target_token_ids(
@@ -96,7 +85,7 @@ class GTACollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.supervise_labels = supervise_labels
         self.following = (
-            (GUESS_FOLLOWER if target_template == GUESS_TARGET else "") if following is None else following
+            (guess_follower(GTA_TAGS) if target_template == GUESS_TARGET else "") if following is None else following
         )
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

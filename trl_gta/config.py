@@ -4,8 +4,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .data import check_label_set
 from .losses import CONFLICT_STRATEGIES
+from .reply_format import check_label_set
 
 
 @dataclass

@@ -5,7 +5,6 @@
 
 import json
 import os
-import platform
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -13,8 +12,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from .checkpoint import library_versions
 from .classifier import GTAClassifier, GTAPrediction
-from .parsing import GTA_TAGS, is_well_formed, match_label, normalize_label
+from .reply_format import GTA_TAGS, is_well_formed, match_label, normalize_label
 
 INVALID = "<invalid>"
 
@@ -67,18 +67,6 @@ def prediction_metrics(
         "mean_generated_tokens": sum(p.generated_tokens for p in predictions) / max(len(predictions), 1),
         "truncated_texts": sum(p.text_truncated for p in predictions),
     }
-
-
-def library_versions() -> dict[str, str]:
-    import importlib.metadata as metadata
-
-    versions = {"python": platform.python_version()}
-    for name in ("trl-gta", "trl", "transformers", "torch", "peft", "datasets", "scikit-learn"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def evaluate_classifier(

@@ -9,7 +9,7 @@ from typing import Any
 
 from .collator import GTACollator
 from .config import GTAConfig
-from .data import build_gta_dataset
+from .dataset import build_gta_dataset
 from .prompts import GTAPromptTemplate
 from .rewards import answer_accuracy_reward, format_reward_for, make_partial_format_reward
 

@@ -5,26 +5,41 @@ from importlib.resources import files
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .checkpoint import GTACheckpointMetadata
+
 TAGS = ["trl", "gta", "text-classification"]
 
 
 def gta_model_card(
     model_name: str,
-    metadata: dict,
+    metadata: GTACheckpointMetadata,
     base_model: str | None = None,
     hub_model_id: str | None = None,
     datasets: list[str] | None = None,
     eval_results: dict[str, dict] | None = None,
     citation: str = "",
-    versions: dict[str, str] | None = None,
+    tags: list[str] | None = None,
 ) -> ModelCard:
-    """Render the card. `metadata` is what `GTATrainer.gta_metadata()` returns (labels, template, settings);
-    `eval_results` maps a run name (e.g. "test / answer") to a metrics dict from `trl_gta.evaluation`."""
+    """Render the card of a checkpoint.
+
+    Args:
+        model_name: The card's title.
+        metadata: The checkpoint's metadata (labels, prompt template, settings, library versions).
+        base_model: The Hub id of the base model, when there is one.
+        hub_model_id: The id shown in the usage example.
+        datasets: Training dataset names.
+        eval_results: Run name (e.g. `"test / answer"`) -> metrics dict from `trl_gta.evaluation`.
+        citation: BibTeX of the method.
+        tags: Tags beside trl-gta's own.
+
+    Returns:
+        A `huggingface_hub.ModelCard`.
+    """
     card_data = ModelCardData(
         base_model=base_model,
         library_name="transformers",
         pipeline_tag="text-generation",
-        tags=list(TAGS),
+        tags=list(dict.fromkeys([*TAGS, *(tags or [])])),
         datasets=datasets or None,
         license=None,
     )
@@ -34,7 +49,7 @@ def gta_model_card(
         for metric in ("accuracy", "weighted_f1", "macro_f1", "format_rate", "guess_accuracy")
         if metrics.get(metric) is not None
     ]
-    hyperparameters = {k: v for k, v in metadata.items() if k not in ("labels", "prompt_template")}
+    hyperparameters = {**metadata.settings, "max_completion_length": metadata.max_completion_length}
     template = (files("trl_gta") / "templates" / "gta_model_card.md").read_text(encoding="utf-8")
     return ModelCard.from_template(
         card_data,
@@ -42,11 +57,11 @@ def gta_model_card(
         model_name=model_name,
         base_model=base_model,
         hub_model_id=hub_model_id or model_name,
-        labels=metadata["labels"],
-        prompt_template=json.dumps(metadata["prompt_template"], indent=2),
+        labels=metadata.labels,
+        prompt_template=json.dumps(metadata.prompt_template.to_dict(), indent=2),
         hyperparameters=hyperparameters,
         datasets=datasets or [],
         eval_results=rows,
         gta_citation=citation,
-        versions=versions or {},
+        versions=metadata.versions,
     )

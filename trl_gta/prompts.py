@@ -7,7 +7,7 @@ checkpoint (`to_dict`/`from_dict`), so a trained model is always asked the quest
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .parsing import ANSWER_TAGS, GTA_TAGS, THINK_ANSWER_TAGS
+from .reply_format import ANSWER_TAGS, GTA_TAGS, THINK_ANSWER_TAGS, guess_follower
 
 DEFAULT_INSTRUCTION = "Classify the text. Labels: {labels}.\nReply as {format}\nText: {text}"
 PLACEHOLDERS = {"guess": "first guess", "think": "one short sentence", "answer": "final label"}
@@ -55,7 +55,7 @@ class GTAPromptTemplate:
     @property
     def guess_follower(self) -> str:
         """The opening tag that follows the guess block in a whole reply (`"<think>"` for GTA), else ""."""
-        return f"<{self.tags[self.tags.index('guess') + 1]}>" if "guess" in self.tags[:-1] else ""
+        return guess_follower(self.tags)
 
     def format_spec(self) -> str:
         return "".join(f"<{tag}>{PLACEHOLDERS.get(tag, '...')}</{tag}>" for tag in self.tags)
@@ -86,6 +86,13 @@ class GTAPromptTemplate:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GTAPromptTemplate":
         return cls(**{**data, "tags": tuple(data.get("tags", GTA_TAGS))})
+
+
+def ensure_pad_token(tokenizer):
+    """Give a tokenizer without a pad token its end-of-sequence token as pad (batching needs one); returns it."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def tokenize_prompt(tokenizer, prompt: list[dict] | str, **chat_template_kwargs: Any) -> list[int]:
@@ -137,3 +144,27 @@ class TextFitter:
                 return candidate, keep < len(text_ids)
             keep -= 1
         return "", True
+
+
+def fitted_prompts(
+    template: GTAPromptTemplate,
+    texts: list[str],
+    labels: list[str],
+    tokenizer=None,
+    max_prompt_tokens: int | None = None,
+) -> tuple[list[list[dict[str, str]] | str], list[bool]]:
+    """Each text's prompt, the text cut first so the prompt fits `max_prompt_tokens`, and whether it was cut.
+
+    The one way texts become prompts, for training rows and for the classifier alike.
+    """
+    if max_prompt_tokens is not None and tokenizer is None:
+        raise ValueError("max_prompt_tokens needs a tokenizer to count tokens.")
+    fitter = TextFitter(template, labels, tokenizer, max_prompt_tokens) if max_prompt_tokens is not None else None
+    prompts, truncated = [], []
+    for text in texts:
+        cut = False
+        if fitter is not None:
+            text, cut = fitter(text)
+        prompts.append(template.prompt(text, labels, tokenizer))
+        truncated.append(cut)
+    return prompts, truncated

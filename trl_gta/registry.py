@@ -183,9 +183,14 @@ def _validated(
         else:
             problems.append(f"row {index}: {problem}")
     if problems:
-        more = f"; ... and {len(problems) - MAX_REPORTED_ROWS} more" if len(problems) > MAX_REPORTED_ROWS else ""
-        raise ValueError(f"{source}: {len(problems)} bad row(s): {'; '.join(problems[:MAX_REPORTED_ROWS])}{more}.")
+        raise bad_rows_error(source, problems)
     return rows
+
+
+def bad_rows_error(source: str, problems: list[str]) -> ValueError:
+    """One error for all of a source's bad rows: their count and the first few, each naming its row."""
+    more = f"; ... and {len(problems) - MAX_REPORTED_ROWS} more" if len(problems) > MAX_REPORTED_ROWS else ""
+    return ValueError(f"{source}: {len(problems)} bad row(s): {'; '.join(problems[:MAX_REPORTED_ROWS])}{more}.")
 
 
 def _row_problem(record: dict | str, labels: Collection[str] | None, label_source: str) -> str | None:

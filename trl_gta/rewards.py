@@ -7,7 +7,7 @@ the prompt already opened, e.g. `<guess>`), the prefix and the completion are sc
 
 from collections.abc import Callable, Sequence
 
-from .parsing import (
+from .reply_format import (
     ANSWER_TAGS,
     GTA_TAGS,
     THINK_ANSWER_TAGS,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .parsing import block_span
+from .reply_format import block_span
 
 
 def guess_token_span(token_ids: Sequence[int], tokenizer, prefix: str = "") -> tuple[int, int] | None:

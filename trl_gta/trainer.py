@@ -3,7 +3,8 @@
 Four hooks, each small:
 - `_generate_and_score_completions`: mask the sampled guess span out of the RL loss (through `tool_mask`) and
   attach the teacher-forced gold-guess targets to every row;
-- `_calculate_rewards`: log guess/answer accuracy and format rate of the rollouts;
+- `_calculate_rewards`: log what TRL does not (the rollouts' guess accuracy and truncated prompts; TRL already logs
+  each reward function's mean);
 - `compute_loss`: TRL's GRPO loss + the guess cross-entropy, combined by `combine_gradients` (see `losses.py`);
 - `save_model` / `_load_optimizer_and_scheduler`: save and check on resume what GTA adds (labels, prompt template).
 
@@ -12,7 +13,6 @@ gradient. That is where both gradients exist without keeping two extra gradient 
 and all-reducing them separately; it is also the paper's per-batch rule when each step is one micro-batch.
 """
 
-import json
 import logging
 import os
 import textwrap
@@ -21,15 +21,14 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from trl import GRPOTrainer
 
-from .classifier import GTA_CONFIG_FILE
+from .checkpoint import GTACheckpointMetadata, library_versions
 from .collator import target_token_ids
 from .config import GTAConfig
-from .data import LABEL_SET_COLUMN, dataset_label_set
-from .evaluation import library_versions
+from .dataset import LABEL_SET_COLUMN, dataset_label_set
 from .losses import combine_gradients, gradient_surrogate, guess_cross_entropy
-from .model_card import gta_model_card
-from .parsing import extract_block, is_well_formed, normalize_label
+from .model_card import TAGS, gta_model_card
 from .prompts import GTAPromptTemplate
+from .reply_format import extract_block, normalize_label
 from .rewards import answer_accuracy_reward, full_responses, gta_format_reward
 from .spans import guess_span_mask
 
@@ -65,13 +64,7 @@ class GTATrainer(GRPOTrainer):
     with the dataset's `response_prefix`).
     """
 
-    _tag_names = ["trl", "gta", "text-classification"]
-    _name = "GTA"
-    _paper = {
-        "title": "GTA: Supervised-Guided Reinforcement Learning for Text Classification with Large Language Models",
-        "id": "2509.12108",
-        "citation": GTA_CITATION,
-    }
+    _tag_names = TAGS
 
     def __init__(
         self,
@@ -111,7 +104,9 @@ class GTATrainer(GRPOTrainer):
         self.labels: list[str] = list(labels)
         if prompt_template is None:
             prefix = next(iter(train_dataset)).get("response_prefix") if train_dataset is not None else None
-            prompt_template = GTAPromptTemplate(response_prefix=prefix or "")
+            prompt_template = GTAPromptTemplate(
+                response_prefix=prefix or "", chat_template_kwargs=dict(args.chat_template_kwargs or {})
+            )
         self.prompt_template = prompt_template
         self.eval_results: dict[str, dict] = {}  # name -> metrics, shown in the model card when set
         self.dataset_names: list[str] = []  # shown in the model card
@@ -175,28 +170,22 @@ class GTATrainer(GRPOTrainer):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         mode = "train" if self.model.training else "eval"
         texts = full_responses(completions, [x.get("response_prefix") or "" for x in inputs])
-        gold = [normalize_label(str(x["label"])) for x in inputs]
         guesses = [extract_block(text, "guess") for text in texts]
-        answers = [extract_block(text, "answer", unique=True) for text in texts]
         stats = torch.tensor(
             [
-                sum(g is not None and normalize_label(g) == y for g, y in zip(guesses, gold, strict=True)),
-                sum(a is not None and normalize_label(a) == y for a, y in zip(answers, gold, strict=True)),
-                sum(is_well_formed(text, self.prompt_template.tags) for text in texts),
+                sum(
+                    g is not None and normalize_label(g) == normalize_label(str(x["label"]))
+                    for g, x in zip(guesses, inputs, strict=True)
+                ),
                 sum(bool(x.get("text_truncated")) for x in inputs),
                 len(texts),
             ],
             dtype=torch.float32,
             device=self.accelerator.device,
         )
-        guess_ok, answer_ok, well_formed, truncated, count = self.accelerator.gather(stats).view(-1, 5).sum(0).tolist()
-        for name, value in (
-            ("guess_accuracy", guess_ok),
-            ("answer_accuracy", answer_ok),
-            ("format_rate", well_formed),
-            ("truncated_prompts", truncated),
-        ):
-            self._metrics[mode][f"gta/{name}"].append(value / max(count, 1))
+        guess_ok, truncated, count = self.accelerator.gather(stats).view(-1, 3).sum(0).tolist()
+        self._metrics[mode]["gta/guess_accuracy"].append(guess_ok / max(count, 1))
+        self._metrics[mode]["gta/truncated_prompts"].append(truncated / max(count, 1))
         return rewards
 
     # ----------------------------------------------------------------------------------------------- loss
@@ -249,61 +238,70 @@ class GTATrainer(GRPOTrainer):
         return gradient_surrogate(params, combined.grads, total)
 
     # ----------------------------------------------------------------------------------------------- saving
-    def gta_metadata(self) -> dict:
-        """What a GTA checkpoint needs beyond the weights: the label set, prompt template and GTA settings."""
+    def checkpoint_metadata(self) -> GTACheckpointMetadata:
+        """What a GTA checkpoint needs beyond the weights: label set, prompt template, generation budget, settings."""
         args = self.args
-        return {
-            "labels": self.labels,
-            "prompt_template": self.prompt_template.to_dict(),
-            "sft_weight": args.sft_weight,
-            "rl_weight": args.rl_weight,
-            "conflict_strategy": args.conflict_strategy,
-            "mask_guess_in_rl": args.mask_guess_in_rl,
-            "num_generations": args.num_generations,
-            "num_iterations": args.num_iterations,
-            "beta": args.beta,
+        settings = {
+            name: getattr(args, name)
+            for name in (
+                "sft_weight",
+                "rl_weight",
+                "conflict_strategy",
+                "mask_guess_in_rl",
+                "num_generations",
+                "num_iterations",
+                "beta",
+                "loss_type",
+            )
         }
+        return GTACheckpointMetadata(
+            labels=self.labels,
+            prompt_template=self.prompt_template,
+            max_completion_length=args.max_completion_length,
+            settings=settings,
+            versions=library_versions(),
+        )
 
-    def _model_card(self, model_name: str | None = None):
+    def _model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
         base = self.model.config._name_or_path if hasattr(self.model, "config") else None
         if hasattr(self.model, "peft_config"):
             base = next(iter(self.model.peft_config.values())).base_model_name_or_path
         name = model_name or os.path.basename(os.path.normpath(self.args.output_dir))
+        datasets = list(dict.fromkeys([*self.dataset_names, *([dataset_name] if dataset_name else [])]))
+        extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
         return gta_model_card(
             model_name=name,
-            metadata=self.gta_metadata(),
+            metadata=self.checkpoint_metadata(),
             base_model=base if base and not os.path.isdir(base) else None,
             hub_model_id=self.args.hub_model_id or name,
-            datasets=self.dataset_names,
+            datasets=datasets,
             eval_results=self.eval_results,
             citation=GTA_CITATION,
-            versions=library_versions(),
+            tags=extra_tags,
         )
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
-        """trl-gta's own card (TRL's template lookup only searches TRL's package)."""
+        """trl-gta's own card (TRL's template lookup only searches TRL's package), with the dataset and tags that
+        `push_to_hub` passes."""
         if self.is_world_process_zero():
-            self._model_card(model_name).save(os.path.join(self.args.output_dir, "README.md"))
+            self._model_card(model_name, dataset_name, tags).save(os.path.join(self.args.output_dir, "README.md"))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        """Save the weights, then the label set, prompt template and model card the classifier needs."""
+        """Save the weights, then the checkpoint metadata and model card the classifier needs."""
         super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save:
-            with open(os.path.join(output_dir, GTA_CONFIG_FILE), "w") as f:
-                json.dump(self.gta_metadata(), f, indent=2)
+            self.checkpoint_metadata().save(output_dir)
             self._model_card().save(os.path.join(output_dir, "README.md"))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        path = os.path.join(checkpoint, GTA_CONFIG_FILE) if checkpoint else None
-        if path is None or not os.path.exists(path):
+        saved = GTACheckpointMetadata.load(checkpoint) if checkpoint else None
+        if saved is None:
             return
-        with open(path) as f:
-            saved = json.load(f)
-        if saved["labels"] != self.labels:
+        if saved.labels != self.labels:
             raise ValueError(
-                f"The checkpoint {checkpoint} was trained on labels {saved['labels']}, but this run has "
+                f"The checkpoint {checkpoint} was trained on labels {saved.labels}, but this run has "
                 f"{self.labels}; resuming would train the guess on other targets."
             )
-        self.prompt_template = GTAPromptTemplate.from_dict(saved["prompt_template"])
+        self.prompt_template = saved.prompt_template

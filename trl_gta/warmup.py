@@ -8,7 +8,7 @@ so every RL method can start from the same warmed-up model without having been t
 from typing import Any
 
 from .collator import GTACollator
-from .data import build_gta_dataset
+from .dataset import build_gta_dataset
 from .prompts import GTAPromptTemplate
 
 FORMAT_EXAMPLE_THINK = "The text is about {label}."

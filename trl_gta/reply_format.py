@@ -1,17 +1,24 @@
-"""Parsing of tagged model outputs (`<guess>..</guess><think>..</think><answer>..</answer>`).
+"""The reply format, in one place: the tags, the gold-guess target, what follows the guess, the label-set rules, and
+the parsing of tagged replies (`<guess>..</guess><think>..</think><answer>..</answer>`).
 
-Everything here is pure string work, shared by the rewards, the trainer's metrics and the classifier, so that a
-completion is judged the same way wherever it is read.
+Everything here is pure string work, shared by the trainer, the rewards, the collator and the classifier, so that a
+reply is written and judged the same way wherever it appears.
 """
 
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 GTA_TAGS: tuple[str, ...] = ("guess", "think", "answer")
 THINK_ANSWER_TAGS: tuple[str, ...] = ("think", "answer")
 ANSWER_TAGS: tuple[str, ...] = ("answer",)
+GUESS_TARGET = "<guess>{label}</guess>"
+"""The teacher-forced target of the supervised guess loss, and what the classifier's guess mode scores."""
+CLASSIFY_MODES: tuple[str, ...] = ("answer", "guess", "adaptive")
+"""Which part of a reply gives the label: the generated answer, the guess read without sampling, or the guess when
+confident and the answer otherwise."""
 
 _STRIP_CHARS = string.whitespace + string.punctuation
 
@@ -22,6 +29,48 @@ def normalize_label(text: str) -> str:
     Two labels are "the same answer" exactly when their normalised forms are equal.
     """
     return " ".join(text.strip(_STRIP_CHARS).casefold().split())
+
+
+def guess_follower(tags: Sequence[str]) -> str:
+    """The opening tag that follows the guess block in a whole reply (`"<think>"` for GTA), or "" when none does.
+
+    The guess target is tokenized in this context, because BPE merges across the block's edge (`></guess><`)."""
+    tags = tuple(tags)
+    return f"<{tags[tags.index('guess') + 1]}>" if "guess" in tags[:-1] else ""
+
+
+def target_continuation(target: str, response_prefix: str = "") -> str:
+    """The part of `target` that follows a response prefix the prompt already contains."""
+    if not target.startswith(response_prefix):
+        raise ValueError(f"The response prefix {response_prefix!r} is not the start of the target {target!r}.")
+    return target[len(response_prefix) :]
+
+
+def check_label_set(labels: Sequence[str]) -> list[str]:
+    """The labels as a list of strings, refusing an empty set, empty names and names that normalise alike.
+
+    Args:
+        labels: The label names, in the order the prompt lists them.
+
+    Returns:
+        The names as strings, in the same order.
+
+    Raises:
+        ValueError: The set is empty, a name is empty after normalisation, or two names normalise to the same
+            string (a reply naming either could not be told apart).
+    """
+    labels = [str(label) for label in labels]
+    if not labels:
+        raise ValueError("The label set is empty.")
+    seen: dict[str, str] = {}
+    for label in labels:
+        key = normalize_label(label)
+        if not key:
+            raise ValueError(f"Label {label!r} is empty after normalisation (case, white space, punctuation).")
+        if key in seen:
+            raise ValueError(f"Labels {seen[key]!r} and {label!r} normalise to the same string {key!r}.")
+        seen[key] = label
+    return labels
 
 
 @lru_cache(maxsize=32)

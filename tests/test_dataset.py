@@ -1,4 +1,4 @@
-"""`trl_gta.data` (GTA rows from labelled data) and `trl_gta.prompts` (templates, prompt tokenization, fitting)."""
+"""`trl_gta.dataset` (GTA rows from labelled data) and `trl_gta.prompts` (templates, prompt tokenization, fitting)."""
 
 import json
 import logging
@@ -7,8 +7,9 @@ import pytest
 from conftest import LABELS
 from datasets import ClassLabel, Dataset, Features, Value
 
-from trl_gta.data import build_gta_dataset, check_label_set, dataset_label_set
+from trl_gta.dataset import build_gta_dataset, dataset_label_set
 from trl_gta.prompts import DEFAULT_INSTRUCTION, PLACEHOLDERS, GTAPromptTemplate, TextFitter, tokenize_prompt
+from trl_gta.reply_format import check_label_set
 
 SORTED_LABELS = sorted(LABELS)  # ["alarm", "music", "weather"]
 
@@ -161,7 +162,7 @@ def test_label_outside_the_set_names_the_row(raw_dataset):
 
 def test_many_bad_rows_are_summarised():
     data = Dataset.from_dict({"text": ["t"] * 8, "label": ["x"] * 7 + ["a"]})
-    with pytest.raises(ValueError, match=r"7 bad row\(s\).*\(and 2 more\)") as error:
+    with pytest.raises(ValueError, match=r"7 bad row\(s\).*\.\.\. and 2 more") as error:
         build_gta_dataset(data, labels=["a"])
     assert "row 4:" in str(error.value) and "row 5:" not in str(error.value)
 
@@ -172,7 +173,7 @@ def test_empty_or_none_text_names_the_row(bad_text):
         {"text": ["ok", bad_text, "fine"], "label": ["a", "b", "a"]},
         features=Features({"text": Value("string"), "label": Value("string")}),
     )
-    with pytest.raises(ValueError, match=r"1 bad row\(s\) in the dataset: row 1: empty or missing text$"):
+    with pytest.raises(ValueError, match=r"the dataset: 1 bad row\(s\): row 1: empty or missing text\.$"):
         build_gta_dataset(data)
 
 
@@ -240,7 +241,7 @@ def test_max_prompt_tokens_cuts_long_texts_only(raw_dataset, tokenizer, response
     expected_cut = [length > limit for length in full_lengths]
     assert any(expected_cut)
 
-    with caplog.at_level(logging.WARNING, logger="trl_gta.data"):
+    with caplog.at_level(logging.WARNING, logger="trl_gta.dataset"):
         gta = build_gta_dataset(data, template=template, tokenizer=tokenizer, max_prompt_tokens=limit)
     assert gta["text_truncated"] == expected_cut
     assert f"Truncated {sum(expected_cut)} of {len(data)} texts" in caplog.text
@@ -268,7 +269,7 @@ def test_max_prompt_tokens_cuts_long_texts_only(raw_dataset, tokenizer, response
 
 
 def test_max_prompt_tokens_without_cuts_changes_nothing(raw_dataset, tokenizer, caplog):
-    with caplog.at_level(logging.WARNING, logger="trl_gta.data"):
+    with caplog.at_level(logging.WARNING, logger="trl_gta.dataset"):
         gta = build_gta_dataset(raw_dataset, tokenizer=tokenizer, max_prompt_tokens=1000)
     assert gta["prompt"] == build_gta_dataset(raw_dataset)["prompt"]
     assert not any(gta["text_truncated"])

@@ -9,29 +9,13 @@ from collections.abc import Sequence
 
 from datasets import ClassLabel, Dataset, Features, Value
 
-from .parsing import normalize_label
-from .prompts import GTAPromptTemplate, TextFitter
+from .prompts import GTAPromptTemplate, fitted_prompts
+from .registry import bad_rows_error
+from .reply_format import check_label_set, normalize_label
 
 logger = logging.getLogger(__name__)
 
 LABEL_SET_COLUMN = "label_id"
-MAX_REPORTED_ROWS = 5
-
-
-def check_label_set(labels: Sequence[str]) -> list[str]:
-    """Return the labels as a list, refusing empty sets, empty names and names that normalise to the same string."""
-    labels = [str(label) for label in labels]
-    if not labels:
-        raise ValueError("The label set is empty.")
-    seen: dict[str, str] = {}
-    for label in labels:
-        key = normalize_label(label)
-        if not key:
-            raise ValueError(f"Label {label!r} is empty after normalisation (case, white space, punctuation).")
-        if key in seen:
-            raise ValueError(f"Labels {seen[key]!r} and {label!r} normalise to the same string {key!r}.")
-        seen[key] = label
-    return labels
 
 
 def dataset_label_set(dataset: Dataset) -> list[str] | None:
@@ -41,12 +25,6 @@ def dataset_label_set(dataset: Dataset) -> list[str] | None:
         if isinstance(feature, ClassLabel):
             return list(feature.names)
     return None
-
-
-def _raise_bad_rows(problems: list[str], total: int) -> None:
-    shown = "; ".join(problems[:MAX_REPORTED_ROWS])
-    more = f" (and {total - MAX_REPORTED_ROWS} more)" if total > MAX_REPORTED_ROWS else ""
-    raise ValueError(f"{total} bad row(s) in the dataset: {shown}{more}")
 
 
 def _string_labels(dataset: Dataset, label_column: str, labels: list[str] | None) -> list[str | None]:
@@ -80,8 +58,6 @@ def build_gta_dataset(
     missing = [c for c in (text_column, label_column) if c not in dataset.column_names]
     if missing:
         raise ValueError(f"Column(s) {missing} not in the dataset; it has {dataset.column_names}.")
-    if max_prompt_tokens is not None and tokenizer is None:
-        raise ValueError("max_prompt_tokens needs a tokenizer to count tokens.")
 
     if labels is None:
         labels = dataset_label_set(dataset) if label_column == "label" else None
@@ -106,16 +82,9 @@ def build_gta_dataset(
         else:
             gold.append(by_normal[normalize_label(label)])
     if problems:
-        _raise_bad_rows(problems, len(problems))
+        raise bad_rows_error("the dataset", problems)
 
-    fitter = TextFitter(template, labels, tokenizer, max_prompt_tokens) if max_prompt_tokens is not None else None
-    prompts, truncated = [], []
-    for text in texts:
-        cut = False
-        if fitter is not None:
-            text, cut = fitter(text)
-        prompts.append(template.prompt(text, labels, tokenizer))
-        truncated.append(cut)
+    prompts, truncated = fitted_prompts(template, texts, labels, tokenizer, max_prompt_tokens)
     if any(truncated):
         logger.warning(
             "Truncated %d of %d texts to fit max_prompt_tokens=%s.", sum(truncated), len(texts), max_prompt_tokens
