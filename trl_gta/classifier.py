@@ -18,10 +18,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .checkpoint import GTA_CONFIG_FILE, GTACheckpointMetadata
 from .prompts import GTAPromptTemplate, ensure_pad_token, fitted_prompts, tokenize_prompt
@@ -96,8 +97,8 @@ class GTAClassifier:
 
     def __init__(
         self,
-        model,
-        tokenizer,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
         labels: Sequence[str],
         template: GTAPromptTemplate | None = None,
         max_prompt_tokens: int | None = None,
@@ -118,7 +119,7 @@ class GTAClassifier:
         labels: Sequence[str] | None = None,
         max_prompt_tokens: int | None = None,
         merge_adapter: bool = True,
-        **model_kwargs,
+        **model_kwargs: Any,
     ) -> "GTAClassifier":
         """Load a classifier from a folder (or a Hub id, where the Hub is reachable).
 
@@ -303,7 +304,7 @@ class GTAClassifier:
         max_new_tokens: int | None = None,
         fallback_to_guess: bool = False,
         progress: bool = False,
-        **generate_kwargs,
+        **generate_kwargs: Any,
     ) -> list[GTAPrediction]:
         """Classify `texts`.
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from .prompts import tokenize_prompt
 from .reply_format import GTA_TAGS, GUESS_TARGET, guess_follower, target_continuation
@@ -60,15 +61,29 @@ class GTACollator:
     """Collate GTA rows (`prompt`, `label`, optional `response_prefix`) into `input_ids`, `attention_mask`, `labels`.
 
     `labels` is -100 everywhere but on the target (by default the gold guess block), so the model's own LM loss is
-    the guess cross-entropy. `target_template` and `append_eos` make the same collator serve SFT baselines (e.g.
-    `"<answer>{label}</answer>"` with `append_eos=True`). With `supervise_labels=False` the label names inside the
-    target are not supervised (the format warm-up). Works as `data_collator` of TRL's `SFTTrainer` with
-    `remove_unused_columns=False` and `dataset_kwargs={"skip_prepare_dataset": True}`.
+    the guess cross-entropy. Works as `data_collator` of TRL's `SFTTrainer` with `remove_unused_columns=False` and
+    `dataset_kwargs={"skip_prepare_dataset": True}`.
+
+    Args:
+        tokenizer: The tokenizer (it needs a pad token).
+        target_template: The supervised reply, with `{label}` (default: the gold guess block). SFT baselines use
+            e.g. `"<answer>{label}</answer>"` with `append_eos=True`.
+        append_eos: Supervise an end-of-sequence token after the target.
+        chat_template_kwargs: Passed to the chat template, as in training.
+        pad_to_multiple_of: Pad the batch width to a multiple of this.
+        supervise_labels: False leaves the label names inside the target unsupervised (the format warm-up).
+        following: What follows the target in a whole reply, which it is tokenized with (default: `<think>` after
+            the guess block, else nothing).
+
+    Example:
+        ```python
+        batch = GTACollator(tokenizer)([rows[0], rows[1]])  # input_ids, attention_mask, labels
+        ```
     """
 
     def __init__(
         self,
-        tokenizer,
+        tokenizer: PreTrainedTokenizerBase,
         target_template: str = GUESS_TARGET,
         append_eos: bool = False,
         chat_template_kwargs: dict[str, Any] | None = None,

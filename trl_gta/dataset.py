@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from datasets import ClassLabel, Dataset, Features, Value
+from transformers import PreTrainedTokenizerBase
 
 from .prompts import GTAPromptTemplate, fitted_prompts
 from .registry import bad_rows_error
@@ -44,15 +45,35 @@ def build_gta_dataset(
     text_column: str = "text",
     label_column: str = "label",
     template: GTAPromptTemplate | None = None,
-    tokenizer=None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     max_prompt_tokens: int | None = None,
 ) -> Dataset:
     """Build GTA rows: a `prompt` stating the task and label set, the gold `label` string, and `label_id`.
 
-    `labels=None` takes the label set from the features (`ClassLabel` names), else the sorted labels in the data.
-    With `max_prompt_tokens` (needs `tokenizer`), texts are cut to fit; cut rows are counted, logged and flagged
-    in a `text_truncated` column. With a template `response_prefix`, a `response_prefix` column tells rewards and
-    the trainer what the prompt already opened. Bad rows raise `ValueError` naming them; nothing is dropped.
+    Args:
+        dataset: Labelled texts.
+        labels: The label set, in prompt order. None takes it from the features (`ClassLabel` names), else the
+            sorted labels found in the data.
+        text_column: The column of texts.
+        label_column: The column of labels (strings, `ClassLabel` ids, or integer ids into `labels`).
+        template: The prompt template (default: `GTAPromptTemplate()`).
+        tokenizer: Needed for a template with a `response_prefix` (the prompt is then a chat-templated string) and
+            for `max_prompt_tokens`.
+        max_prompt_tokens: Cut texts so each prompt fits; cut rows are counted, logged and flagged in a
+            `text_truncated` column.
+
+    Returns:
+        A `Dataset` with `prompt`, `label`, `label_id` (a `ClassLabel` carrying the label set, so it survives
+        `select` and `shuffle`), `text_truncated`, and `response_prefix` when the template opens the reply.
+
+    Raises:
+        ValueError: A column is missing, the label set is invalid, or rows are bad (all of them are named;
+            nothing is dropped or relabelled).
+
+    Example:
+        ```python
+        rows = build_gta_dataset(raw, template=GTAPromptTemplate(response_prefix="<guess>"), tokenizer=tokenizer)
+        ```
     """
     template = template or GTAPromptTemplate()
     missing = [c for c in (text_column, label_column) if c not in dataset.column_names]

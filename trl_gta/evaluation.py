@@ -77,7 +77,26 @@ def evaluate_classifier(
     seed: int = 0,
     **predict_kwargs: Any,
 ) -> tuple[dict, list[GTAPrediction]]:
-    """Classify `texts` and measure the predictions; returns (metrics, predictions)."""
+    """Classify `texts` and measure the predictions with scikit-learn.
+
+    Args:
+        classifier: The classifier.
+        texts: The texts.
+        gold: Their gold labels.
+        mode: `"answer"`, `"guess"` or `"adaptive"` (see `GTAClassifier.predict`).
+        seed: Seeds torch first, so sampled generation is reproducible.
+        **predict_kwargs: Passed to `GTAClassifier.predict`.
+
+    Returns:
+        The metrics (accuracy, weighted and macro F1 (the paper reports weighted F1), per-class scores, format rate,
+        guess accuracy, generated tokens, throughput, ...) and the predictions.
+
+    Example:
+        ```python
+        metrics, _ = evaluate_classifier(classifier, test["text"], gold, mode="guess")
+        metrics["weighted_f1"]
+        ```
+    """
     import torch
 
     torch.manual_seed(seed)

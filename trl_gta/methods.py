@@ -66,6 +66,13 @@ def prompt_template(script_args: ScriptArguments, chat_template_kwargs: dict | N
     )
 
 
+def default_lora_config(r: int = 16):
+    """The LoRA setup of the quickstart and benchmarks: rank `r`, alpha `2r`, every linear layer."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
 def grpo_baseline(config: GTAConfig) -> GTAConfig:
     """Plain GRPO through the GTA harness: no supervised guess term, nothing masked."""
     config.sft_weight, config.mask_guess_in_rl = 0.0, False

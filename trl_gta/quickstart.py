@@ -20,15 +20,15 @@ MAX_NEW_TOKENS = 64
 
 def run_quickstart(args: argparse.Namespace) -> dict:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .assets import smollm2_path
     from .classifier import GTAClassifier
     from .config import GTAConfig
     from .evaluation import evaluate_classifier, format_table, write_results
-    from .methods import build_trainer
-    from .prompts import GTAPromptTemplate
+    from .methods import build_trainer, default_lora_config
+    from .prompts import GTAPromptTemplate, ensure_pad_token
     from .registry import load_classification_dataset
     from .warmup import format_warmup
 
@@ -36,9 +36,7 @@ def run_quickstart(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     max_steps = args.max_steps or DEFAULT_MAX_STEPS
     model_path = args.model_name_or_path or smollm2_path()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(model_path))
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     template = GTAPromptTemplate(response_prefix="<guess>", system_prompt="You classify texts.")
     train_raw = load_classification_dataset("hwu64-scenario", "train", max_steps * PROMPTS_PER_STEP, args.seed)
@@ -65,8 +63,7 @@ def run_quickstart(args: argparse.Namespace) -> dict:
         return results
 
     before = evaluate(model)
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, default_lora_config())
     format_warmup(model, tokenizer, train_raw, template, os.path.join(args.output_dir, "warmup"), WARMUP_STEPS)
     warmed = evaluate(model)
     config = GTAConfig(

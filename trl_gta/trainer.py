@@ -16,9 +16,12 @@ and all-reducing them separately; it is also the paper's per-batch rule when eac
 import logging
 import os
 import textwrap
+from typing import Any
 
 import torch
+from datasets import Dataset, IterableDataset
 from torch.nn.utils.rnn import pad_sequence
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import GRPOTrainer
 
 from .checkpoint import GTACheckpointMetadata, library_versions
@@ -29,7 +32,7 @@ from .losses import combine_gradients, gradient_surrogate, guess_cross_entropy
 from .model_card import TAGS, gta_model_card
 from .prompts import GTAPromptTemplate
 from .reply_format import extract_block, normalize_label
-from .rewards import answer_accuracy_reward, full_responses, gta_format_reward
+from .rewards import RewardFunc, answer_accuracy_reward, full_responses, gta_format_reward
 from .spans import guess_span_mask
 
 logger = logging.getLogger(__name__)
@@ -58,24 +61,41 @@ def _gradients(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Ten
 class GTATrainer(GRPOTrainer):
     """Guess-Think-Answer trainer, constructed like `trl.GRPOTrainer`.
 
-    `reward_funcs` defaults to `[gta_format_reward, answer_accuracy_reward]`. The label set comes from
-    `args.labels`, else from the dataset built by `build_gta_dataset`. `prompt_template` is the template the dataset
-    was built with; it is saved with the model so `GTAClassifier` asks the same question (default: the GTA template
-    with the dataset's `response_prefix`).
+    Args:
+        model: A model id or path, or a `PreTrainedModel` (as for `GRPOTrainer`).
+        reward_funcs: Reward functions in TRL's signature. Default: `[gta_format_reward, answer_accuracy_reward]`.
+        args: A `GTAConfig` (default: one named after the model).
+        train_dataset: Rows with a `prompt` and a string `label` (and `response_prefix` when the prompt opens the
+            reply), as `build_gta_dataset` makes them.
+        eval_dataset: Same layout as `train_dataset`.
+        processing_class: The tokenizer.
+        prompt_template: The template the dataset was built with; saved with the model so `GTAClassifier` asks the
+            same question. Default: the GTA template with the dataset's `response_prefix` and
+            `args.chat_template_kwargs`.
+        **kwargs: Passed to `GRPOTrainer` (`peft_config`, `callbacks`, ...).
+
+    The label set comes from `args.labels`, else from the dataset built by `build_gta_dataset`.
+
+    Example:
+        ```python
+        trainer = GTATrainer(model, args=GTAConfig("out"), train_dataset=rows, processing_class=tokenizer)
+        trainer.train()
+        trainer.save_model()  # weights + gta_config.json + model card
+        ```
     """
 
     _tag_names = TAGS
 
     def __init__(
         self,
-        model,
-        reward_funcs=None,
+        model: str | PreTrainedModel,
+        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
         args: GTAConfig | None = None,
-        train_dataset=None,
-        eval_dataset=None,
-        processing_class=None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset | IterableDataset | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
         prompt_template: GTAPromptTemplate | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path
