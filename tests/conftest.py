@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -22,6 +22,28 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# The recipe families' chat templates, reduced to what shapes a prompt: Qwen2.5's default system message, Qwen3's
+# empty think block under enable_thinking=False, Llama 3's header tokens, dated system block and BOS.
+FAMILY_CHAT_TEMPLATES = {
+    "qwen2": (
+        "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are "
+        "a helpful assistant.<|im_end|>\n{% endif %}"
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+    "qwen3": (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n"
+        "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+    ),
+    "llama": (
+        "{{ bos_token }}{% if messages[0]['role'] != 'system' %}<|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>{% endif %}"
+        "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] | trim }}"
+        "<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        "{% endif %}"
+    ),
+}
 
 
 def _corpus() -> list[str]:
@@ -31,22 +53,47 @@ def _corpus() -> list[str]:
     return lines * 3
 
 
-@pytest.fixture(scope="session")
-def tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with a ChatML template; the GTA tags are not tokens of their own."""
+def build_tokenizer(family: str = "chatml") -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained here, with the chat template and special tokens of a model family."""
+    llama = family == "llama"
+    special = (
+        ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|finetune_right_pad_id|>"]
+        if llama
+        else ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    )
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     trainer = trainers.BpeTrainer(
         vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     bpe.train_from_iterator(_corpus(), trainer=trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=special[1:]
-    )
-    tok.chat_template = CHAT_TEMPLATE
+    if llama:  # Llama's tokenizer adds BOS to every text, the chat template writes it too
+        bpe.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bpe.token_to_id("<|begin_of_text|>"))]
+        )
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=bpe,
+            bos_token="<|begin_of_text|>",
+            eos_token="<|eot_id|>",
+            pad_token="<|finetune_right_pad_id|>",
+            additional_special_tokens=special[2:4],
+        )
+    else:
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=bpe,
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            additional_special_tokens=special[1:],
+        )
+    tok.chat_template = FAMILY_CHAT_TEMPLATES.get(family, CHAT_TEMPLATE)
     return tok
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with a ChatML template; the GTA tags are not tokens of their own."""
+    return build_tokenizer()
 
 
 def tiny_model(tokenizer, arch: str = "qwen2", seed: int = 0):
@@ -61,11 +108,11 @@ def tiny_model(tokenizer, arch: str = "qwen2", seed: int = 0):
         max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
+        bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
     )
-    config = Qwen2Config(**common) if arch == "qwen2" else LlamaConfig(**common)
-    return AutoModelForCausalLM.from_config(config)
+    config_class = {"qwen2": Qwen2Config, "qwen3": Qwen3Config, "llama": LlamaConfig}[arch]
+    return AutoModelForCausalLM.from_config(config_class(**common))
 
 
 @pytest.fixture(scope="session")

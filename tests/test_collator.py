@@ -130,7 +130,7 @@ def test_model_loss_is_the_guess_cross_entropy(raw_dataset, tokenizer):
     batch = GTACollator(tokenizer)(rows_of(build_gta_dataset(raw_dataset), [0, 3, 6, 7]))
     with torch.no_grad():
         output = model(**batch)
-    expected = guess_cross_entropy(output.logits[:, :-1], batch["labels"][:, 1:])
+    expected = guess_cross_entropy(output.logits[:, :-1], batch["labels"][:, 1:], reduction="token_mean")
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 

@@ -26,6 +26,23 @@ def flat(grads) -> torch.Tensor:
 # ---------------------------------------------------------------- guess_cross_entropy
 
 
+def test_sequence_sum_is_the_papers_per_example_log_likelihood():
+    """Sum over each example's guess tokens, mean over the examples that have any (a fully ignored row is none)."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 7)
+    targets = torch.randint(0, 7, (3, 4))
+    targets[0, 3] = -100
+    targets[2, :] = -100
+    log_probs = torch.log_softmax(logits.double(), dim=-1)
+    per_example = [-sum(log_probs[b, t, targets[b, t]] for t in range(4) if targets[b, t] != -100) for b in range(2)]
+    expected = (per_example[0] + per_example[1]) / 2
+    assert guess_cross_entropy(logits, targets).item() == pytest.approx(expected.item(), rel=1e-5)
+    token_mean = guess_cross_entropy(logits, targets, reduction="token_mean")
+    assert token_mean.item() == pytest.approx((per_example[0] + per_example[1]).item() / 7, rel=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        guess_cross_entropy(logits, targets, reduction="mean")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_guess_cross_entropy_is_the_mean_over_supervised_positions(dtype):
     torch.manual_seed(0)
@@ -34,7 +51,7 @@ def test_guess_cross_entropy_is_the_mean_over_supervised_positions(dtype):
     targets[0, :3] = -100
     targets[1, 4] = -100
     targets[2, :] = -100
-    loss = guess_cross_entropy(logits, targets)
+    loss = guess_cross_entropy(logits, targets, reduction="token_mean")
     assert loss.dtype == torch.float32  # computed in float32 even from bf16 logits
     expected = manual_cross_entropy(logits.detach().float(), targets)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -48,7 +65,7 @@ def test_guess_cross_entropy_custom_ignore_index():
     torch.manual_seed(1)
     logits = torch.randn(2, 4, 7)
     targets = torch.tensor([[1, 2, -1, -1], [-1, 3, 4, 5]])
-    loss = guess_cross_entropy(logits, targets, ignore_index=-1)
+    loss = guess_cross_entropy(logits, targets, reduction="token_mean", ignore_index=-1)
     assert loss.item() == pytest.approx(manual_cross_entropy(logits, targets, ignore_index=-1).item(), rel=1e-6)
 
 
@@ -67,7 +84,8 @@ def test_guess_cross_entropy_matches_a_model_lm_loss_after_shift():
     logits = torch.randn(2, 6, 9)
     labels = torch.tensor([[-100, -100, 3, 4, 5, 1], [-100, -100, -100, 2, 2, -100]])
     expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 9), labels[:, 1:].reshape(-1))
-    assert guess_cross_entropy(logits[:, :-1], labels[:, 1:]).item() == pytest.approx(expected.item(), rel=1e-6)
+    loss = guess_cross_entropy(logits[:, :-1], labels[:, 1:], reduction="token_mean")
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 # ---------------------------------------------------------------- combine_gradients

@@ -68,8 +68,10 @@ def test_guess_loss_is_exact_cross_entropy_over_distinct_prompts(tmp_path, token
     )
     with torch.no_grad():
         loss = trainer._guess_loss(trainer.model, inputs)
+        trainer.args.sft_loss_reduction = "token_mean"
+        token_mean = trainer._guess_loss(trainer.model, inputs)
     hook.remove()
-    assert batch_sizes == [2]  # one SFT row per distinct prompt, not per completion
+    assert batch_sizes == [2, 2]  # one SFT row per distinct prompt, not per completion
 
     total, count = 0.0, 0
     for row in (dataset[0], dataset[1]):
@@ -87,7 +89,8 @@ def test_guess_loss_is_exact_cross_entropy_over_distinct_prompts(tmp_path, token
         for k, token in enumerate(target):
             total -= logprobs[len(prompt_ids) + k - 1, token].item()
             count += 1
-    assert loss.item() == pytest.approx(total / count, rel=1e-5)
+    assert loss.item() == pytest.approx(total / 2, rel=1e-5)  # the paper's: summed per example, mean of 2 examples
+    assert token_mean.item() == pytest.approx(total / count, rel=1e-5)
 
 
 @pytest.mark.parametrize("strategy", ["drop", "project", "none"])

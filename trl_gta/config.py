@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .losses import CONFLICT_STRATEGIES
+from .losses import CONFLICT_STRATEGIES, SFT_REDUCTIONS
 from .reply_format import check_label_set
 
 
@@ -24,6 +24,10 @@ class GTAConfig(GRPOConfig):
             What to do when the two gradients conflict (negative cosine): `"drop"` keeps the RL gradient only (the
             paper's rule), `"project"` removes from the SFT gradient its component along the RL gradient
             (PCGrad-style), `"none"` sums them (the cosine is still measured and logged).
+        sft_loss_reduction (`str`, *optional*, defaults to `"sequence_sum"`):
+            How L_SFT reduces over guess tokens: `"sequence_sum"` sums each example's token log-likelihoods and
+            averages over examples (the paper's L_SFT); `"token_mean"` averages over all guess tokens (a language-
+            model loss; about 1/|guess tokens| of the paper's weight).
         mask_guess_in_rl (`bool`, *optional*, defaults to `True`):
             Exclude the guess span of sampled completions from the RL loss.
         labels (`list[str]` or `None`, *optional*):
@@ -42,6 +46,14 @@ class GTAConfig(GRPOConfig):
             "choices": list(CONFLICT_STRATEGIES),
         },
     )
+    sft_loss_reduction: str = field(
+        default="sequence_sum",
+        metadata={
+            "help": "L_SFT over guess tokens: 'sequence_sum' (paper: sum per example, mean over examples) or "
+            "'token_mean' (mean over all guess tokens).",
+            "choices": list(SFT_REDUCTIONS),
+        },
+    )
     mask_guess_in_rl: bool = field(
         default=True, metadata={"help": "Exclude the guess span of sampled completions from the RL loss."}
     )
@@ -54,6 +66,10 @@ class GTAConfig(GRPOConfig):
         if self.conflict_strategy not in CONFLICT_STRATEGIES:
             raise ValueError(
                 f"conflict_strategy must be one of {CONFLICT_STRATEGIES}, got {self.conflict_strategy!r}."
+            )
+        if self.sft_loss_reduction not in SFT_REDUCTIONS:
+            raise ValueError(
+                f"sft_loss_reduction must be one of {SFT_REDUCTIONS}, got {self.sft_loss_reduction!r}."
             )
         if self.sft_weight < 0 or self.rl_weight < 0:
             raise ValueError(f"sft_weight and rl_weight must be >= 0, got {self.sft_weight} and {self.rl_weight}.")

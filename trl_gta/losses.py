@@ -10,18 +10,31 @@ import torch
 import torch.nn.functional as F
 
 CONFLICT_STRATEGIES = ("drop", "project", "none")
+SFT_REDUCTIONS = ("sequence_sum", "token_mean")
 
 
-def guess_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """Token-mean cross-entropy of `targets` under `logits` (aligned: `logits[:, t]` predicts `targets[:, t]`).
+def guess_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, reduction: str = "sequence_sum", ignore_index: int = -100
+) -> torch.Tensor:
+    """Cross-entropy of `targets` under `logits` (aligned: `logits[:, t]` predicts `targets[:, t]`), one row per
+    example.
+
+    `reduction="sequence_sum"` is the paper's L_SFT: the negative log-likelihood summed over each example's guess
+    tokens, averaged over the examples that have any. `"token_mean"` averages over all supervised tokens of the batch
+    (as a language-model loss does): about 1/|guess tokens| of the paper's scale.
 
     Computed in float32 from the model's own logits (not TRL's temperature-scaled log-probs), so it is the true CE.
     Zero, still attached to the graph, when no position is supervised.
     """
-    total = F.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index, reduction="sum"
-    )
-    return total / (targets != ignore_index).sum().clamp(min=1)
+    if reduction not in SFT_REDUCTIONS:
+        raise ValueError(f"Unknown reduction {reduction!r}; expected one of {SFT_REDUCTIONS}.")
+    per_token = F.cross_entropy(
+        logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index, reduction="none"
+    ).view(targets.shape)
+    supervised = targets != ignore_index
+    if reduction == "token_mean":
+        return per_token.sum() / supervised.sum().clamp(min=1)
+    return per_token.sum() / supervised.any(dim=1).sum().clamp(min=1)
 
 
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:

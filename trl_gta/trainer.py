@@ -230,7 +230,7 @@ class GTATrainer(GRPOTrainer):
                 position_ids=position_ids,
                 logits_to_keep=targets.size(1) + 1,
             ).logits
-        return guess_cross_entropy(logits[:, :-1], targets)
+        return guess_cross_entropy(logits[:, :-1], targets, self.args.sft_loss_reduction)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         rl_loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -267,6 +267,7 @@ class GTATrainer(GRPOTrainer):
                 "sft_weight",
                 "rl_weight",
                 "conflict_strategy",
+                "sft_loss_reduction",
                 "mask_guess_in_rl",
                 "num_generations",
                 "num_iterations",
