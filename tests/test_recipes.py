@@ -2,10 +2,10 @@
 (Qwen2, Qwen3, Llama) whose tokenizer carries that family's chat template.
 
 Lengths and sizes are shrunk (model, completion and prompt lengths, one step without learning-rate warm-up, float32
-on CPU); everything else runs as written: generations, updates per generation, β, loss type, gradient accumulation, gradient checkpointing, LoRA.
-QLoRA recipes run their LoRA without the 4-bit base: bitsandbytes has no CPU path installed here. Recipes that differ
-only in their dataset share trainer settings, so one recipe of each (model, method) group runs, after a check that
-the group's recipes differ in nothing else.
+on CPU); everything else runs as written: generations, updates per generation, β, loss type, gradient accumulation,
+gradient checkpointing, LoRA. QLoRA recipes run their LoRA without the 4-bit base: bitsandbytes has no CPU path
+installed here. Recipes that differ only in their dataset share trainer settings, so one recipe of each (model,
+method) group runs, after a check that the group's recipes differ in nothing else.
 """
 
 import glob

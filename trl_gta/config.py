@@ -68,9 +68,7 @@ class GTAConfig(GRPOConfig):
                 f"conflict_strategy must be one of {CONFLICT_STRATEGIES}, got {self.conflict_strategy!r}."
             )
         if self.sft_loss_reduction not in SFT_REDUCTIONS:
-            raise ValueError(
-                f"sft_loss_reduction must be one of {SFT_REDUCTIONS}, got {self.sft_loss_reduction!r}."
-            )
+            raise ValueError(f"sft_loss_reduction must be one of {SFT_REDUCTIONS}, got {self.sft_loss_reduction!r}.")
         if self.sft_weight < 0 or self.rl_weight < 0:
             raise ValueError(f"sft_weight and rl_weight must be >= 0, got {self.sft_weight} and {self.rl_weight}.")
         if self.labels is not None:
