@@ -1,14 +1,16 @@
+import copy
 import json
 import os
 
 import pytest
 import torch
 from conftest import LABELS, tiny_model
+from datasets import Dataset
 from huggingface_hub import ModelCard
 from peft import LoraConfig
 
-from trl_gta import GTAConfig, GTATrainer, build_gta_dataset
-from trl_gta.checkpoint import GTA_CONFIG_FILE
+from trl_gta import GTAClassifier, GTAConfig, GTATrainer, build_gta_dataset
+from trl_gta.checkpoint import GTA_CONFIG_FILE, GTACheckpointMetadata
 
 GTA_KEYS = ["gta/sft_loss", "gta/grad_cosine", "gta/conflict_rate", "gta/guess_accuracy", "gta/truncated_prompts"]
 
@@ -291,3 +293,116 @@ def test_sharded_parameters_refuse_gradient_surgery(tmp_path, tokenizer, raw_dat
     else:
         with pytest.raises(ValueError, match="ZeRO-3 and FSDP"):
             trainer._check_gradient_setup()
+
+
+# ---------------------------------------------------------------- inputs GRPOTrainer accepts
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_iterable_training_data_with_and_without_map(tmp_path, tokenizer, raw_dataset, mapped):
+    stream = build_gta_dataset(raw_dataset).to_iterable_dataset()
+    if mapped:
+        stream = stream.map(lambda row: row)  # a streaming dataset after .map() no longer knows its columns
+        assert stream.column_names is None
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path, max_steps=1, labels=LABELS),
+        train_dataset=stream,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 1 and logged(trainer, "gta/sft_loss")
+
+
+def test_eval_dataset_is_checked_at_construction(tmp_path, tokenizer, raw_dataset):
+    rows = build_gta_dataset(raw_dataset)
+    for sft_weight in (1.0, 0.0):
+        with pytest.raises(ValueError, match=r"The evaluation dataset has no column\(s\) \['label'\]"):
+            GTATrainer(
+                model=tiny_model(tokenizer),
+                args=make_args(tmp_path, sft_weight=sft_weight),
+                train_dataset=rows,
+                eval_dataset=rows.remove_columns(["label"]),
+                processing_class=tokenizer,
+            )
+    with pytest.raises(ValueError, match=r"evaluation \('dev'\) dataset has no column"):
+        GTATrainer(
+            model=tiny_model(tokenizer),
+            args=make_args(tmp_path),
+            train_dataset=rows,
+            eval_dataset={"dev": rows.remove_columns(["prompt"])},
+            processing_class=tokenizer,
+        )
+
+
+def test_rl_only_needs_no_label_set(tmp_path, tokenizer, raw_dataset):
+    rows = build_gta_dataset(raw_dataset)
+    plain = Dataset.from_dict({"prompt": rows["prompt"]})  # no label column, no label set
+
+    def short_reply_reward(completions, **kwargs):
+        return [-float(len(completion)) for completion in completions]
+
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        reward_funcs=short_reply_reward,
+        args=make_args(tmp_path, sft_weight=0.0, mask_guess_in_rl=False, max_steps=1),
+        train_dataset=plain,
+        processing_class=tokenizer,
+    )
+    assert trainer.labels is None and trainer.reward_func_names == ["short_reply_reward"]
+    trainer.train()
+    trainer.save_model()
+    assert GTACheckpointMetadata.load(trainer.args.output_dir).labels is None
+    with pytest.raises(ValueError, match="no label set"):
+        GTAClassifier.from_pretrained(trainer.args.output_dir)
+    with pytest.raises(ValueError, match="Unknown label set"):  # the supervised guess needs one
+        unnamed = Dataset.from_dict({"prompt": rows["prompt"], "label": rows["label"]})  # strings, no label set
+        GTATrainer(model=tiny_model(tokenizer), args=make_args(tmp_path), train_dataset=unnamed)
+
+
+class _ScoredEnvironment:
+    """An environment that owns the reward (TRL's `get_reward`)."""
+
+    def reset(self, **kwargs):
+        return None
+
+    def get_reward(self) -> float:
+        return 1.0
+
+
+def test_default_rewards_only_without_another_reward_source(tmp_path, tokenizer, raw_dataset):
+    rows = build_gta_dataset(raw_dataset)
+    with_tools = copy.deepcopy(tokenizer)  # environments need a template that renders tool calls
+    with_tools.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+        "{% for c in m.get('tool_calls') or [] %}{{ c['function']['name'] }}{{ c['function']['arguments'] | tojson }}"
+        "{% endfor %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path, sft_weight=0.0),
+        train_dataset=rows,
+        processing_class=with_tools,
+        environment_factory=_ScoredEnvironment,
+    )
+    assert trainer.reward_func_names == ["_ScoredEnvironment"]
+    default = GTATrainer(
+        model=tiny_model(tokenizer), args=make_args(tmp_path), train_dataset=rows, processing_class=tokenizer
+    )
+    assert default.reward_func_names == ["gta_format_reward", "answer_accuracy_reward"]
+
+
+def test_checkpoint_asks_the_training_question_with_the_training_budget(tmp_path, tokenizer, raw_dataset):
+    args = make_args(tmp_path, max_steps=1, max_completion_length=10, chat_template_kwargs={"enable_thinking": False})
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=args,
+        train_dataset=build_gta_dataset(raw_dataset),
+        processing_class=tokenizer,
+    )
+    assert trainer.prompt_template.chat_template_kwargs == {"enable_thinking": False}
+    trainer.save_model()
+    classifier = GTAClassifier.from_pretrained(args.output_dir)
+    assert classifier.template.chat_template_kwargs == {"enable_thinking": False}
+    assert classifier.max_new_tokens == 10

@@ -35,7 +35,8 @@ class GTACheckpointMetadata:
     """What a GTA checkpoint carries beyond its weights.
 
     Args:
-        labels: The label set, in the order the prompt lists it.
+        labels: The label set, in the order the prompt lists it; None when training knew none (GRPO with rewards of
+            its own), and the classifier is then given one.
         prompt_template: The template the model was trained with (its `chat_template_kwargs` included).
         max_completion_length: The generation budget of training; the classifier's default `max_new_tokens`, so a
             reply as long as those seen in training keeps its answer.
@@ -43,14 +44,15 @@ class GTACheckpointMetadata:
         versions: Library versions at save time.
     """
 
-    labels: list[str]
+    labels: list[str] | None
     prompt_template: GTAPromptTemplate = field(default_factory=GTAPromptTemplate)
     max_completion_length: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.labels = check_label_set(self.labels)
+        if self.labels is not None:
+            self.labels = check_label_set(self.labels)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,11 +66,9 @@ class GTACheckpointMetadata:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GTACheckpointMetadata":
         """Read the current layout and the flat one of trl-gta 0.1 (settings beside the labels)."""
-        if not data.get("labels"):
-            raise ValueError(f"{GTA_CONFIG_FILE} has no label set.")
         known = {"labels", "prompt_template", "max_completion_length", "settings", "versions"}
         return cls(
-            labels=list(data["labels"]),
+            labels=list(data["labels"]) if data.get("labels") is not None else None,
             prompt_template=GTAPromptTemplate.from_dict(data.get("prompt_template") or {}),
             max_completion_length=data.get("max_completion_length"),
             settings={**{k: v for k, v in data.items() if k not in known}, **data.get("settings", {})},

@@ -7,7 +7,7 @@ The label set travels with the rows as the names of a `ClassLabel` column (`labe
 import logging
 from collections.abc import Sequence
 
-from datasets import ClassLabel, Dataset, Features, Value
+from datasets import ClassLabel, Dataset, Features, IterableDataset, Value
 from transformers import PreTrainedTokenizerBase
 
 from .prompts import GTAPromptTemplate, fitted_prompts
@@ -19,7 +19,24 @@ logger = logging.getLogger(__name__)
 LABEL_SET_COLUMN = "label_id"
 
 
-def dataset_label_set(dataset: Dataset) -> list[str] | None:
+def first_row(dataset: Dataset | IterableDataset) -> dict:
+    """The first row of a dataset (an iterable one is read, not consumed: iterating again starts over)."""
+    return next(iter(dataset), {})
+
+
+def check_columns(dataset: Dataset | IterableDataset, name: str, required: Sequence[str]) -> None:
+    """Raise a `ValueError` naming the columns of `required` that `dataset` lacks, before any training starts.
+
+    A streaming dataset after `.map()` does not know its column names; its first row is read instead."""
+    columns = dataset.column_names if dataset.column_names is not None else list(first_row(dataset))
+    missing = [column for column in required if column not in columns]
+    if missing:
+        raise ValueError(
+            f"{name} has no column(s) {missing} (it has {list(columns)}); build it with build_gta_dataset."
+        )
+
+
+def dataset_label_set(dataset: Dataset | IterableDataset) -> list[str] | None:
     """The label set a dataset carries in its features (a GTA dataset's `label_id`, or a `ClassLabel` label)."""
     for column in (LABEL_SET_COLUMN, "label"):
         feature = dataset.features.get(column) if dataset.features else None

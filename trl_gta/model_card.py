@@ -57,7 +57,7 @@ def gta_model_card(
         model_name=model_name,
         base_model=base_model,
         hub_model_id=hub_model_id or model_name,
-        labels=metadata.labels,
+        labels=metadata.labels or [],
         prompt_template=json.dumps(metadata.prompt_template.to_dict(), indent=2),
         hyperparameters=hyperparameters,
         datasets=datasets or [],

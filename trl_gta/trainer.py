@@ -27,7 +27,7 @@ from trl import GRPOTrainer
 from .checkpoint import GTACheckpointMetadata, library_versions
 from .collator import target_token_ids
 from .config import GTAConfig
-from .dataset import LABEL_SET_COLUMN, dataset_label_set
+from .dataset import LABEL_SET_COLUMN, check_columns, dataset_label_set, first_row
 from .losses import combine_gradients, gradient_surrogate, guess_cross_entropy
 from .model_card import TAGS, gta_model_card
 from .prompts import GTAPromptTemplate
@@ -56,6 +56,12 @@ def _gradients(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Ten
     if not loss.requires_grad:
         return [torch.zeros_like(p) for p in params]
     return list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
+
+
+def _named_eval_datasets(eval_dataset) -> list[tuple[str, Any]]:
+    if isinstance(eval_dataset, dict):
+        return [(f"evaluation ({name!r})", dataset) for name, dataset in eval_dataset.items()]
+    return [("evaluation", eval_dataset)] if eval_dataset is not None else []
 
 
 class GTATrainer(GRPOTrainer):
@@ -102,15 +108,17 @@ class GTATrainer(GRPOTrainer):
             args = GTAConfig(f"{str(name).split('/')[-1]}-GTA")
         if not isinstance(args, GTAConfig):
             raise TypeError(f"GTATrainer needs a GTAConfig, got {type(args).__name__}.")
-        if train_dataset is not None and "label" not in train_dataset.column_names:
-            raise ValueError("The training dataset needs a string `label` column; build it with build_gta_dataset.")
+        use_default_rewards = reward_funcs is None and kwargs.get("environment_factory") is None
+        needs_label = args.sft_weight > 0 or use_default_rewards  # the guess target, the default accuracy reward
+        for name, dataset in (("training", train_dataset), *_named_eval_datasets(eval_dataset)):
+            check_columns(dataset, f"The {name} dataset", ("prompt", "label") if needs_label else ("prompt",))
         labels = args.labels or (dataset_label_set(train_dataset) if train_dataset is not None else None)
-        if labels is None:
+        if labels is None and args.sft_weight > 0:
             raise ValueError(
                 f"Unknown label set: pass GTAConfig(labels=[...]) or build the dataset with build_gta_dataset "
                 f"(its `{LABEL_SET_COLUMN}` column carries the label set)."
             )
-        if reward_funcs is None:
+        if use_default_rewards:
             reward_funcs = [gta_format_reward, answer_accuracy_reward]
         super().__init__(
             model=model,
@@ -121,9 +129,9 @@ class GTATrainer(GRPOTrainer):
             processing_class=processing_class,
             **kwargs,
         )
-        self.labels: list[str] = list(labels)
+        self.labels: list[str] | None = list(labels) if labels is not None else None
         if prompt_template is None:
-            prefix = next(iter(train_dataset)).get("response_prefix") if train_dataset is not None else None
+            prefix = first_row(train_dataset).get("response_prefix") if train_dataset is not None else None
             prompt_template = GTAPromptTemplate(
                 response_prefix=prefix or "", chat_template_kwargs=dict(args.chat_template_kwargs or {})
             )
@@ -194,7 +202,7 @@ class GTATrainer(GRPOTrainer):
         stats = torch.tensor(
             [
                 sum(
-                    g is not None and normalize_label(g) == normalize_label(str(x["label"]))
+                    g is not None and "label" in x and normalize_label(g) == normalize_label(str(x["label"]))
                     for g, x in zip(guesses, inputs, strict=True)
                 ),
                 sum(bool(x.get("text_truncated")) for x in inputs),
