@@ -22,8 +22,20 @@ def test_dry_run_errors(tmp_path, capsys):
     recipe = RECIPES[0]
     assert main(["train", "--config", recipe, "--dry_run", "--dataset_name", "nope"]) == 1
     assert "neither a registered name" in capsys.readouterr().err
-    assert main(["train", "--config", recipe, "--dry_run", "--method", "dpo"]) == 1
+    with pytest.raises(SystemExit) as exit_info:  # argparse checks a flag's choices
+        main(["train", "--config", recipe, "--dry_run", "--method", "dpo"])
+    assert exit_info.value.code == 2
+    recipe_dpo = tmp_path / "dpo.yaml"
+    recipe_dpo.write_text(open(recipe).read() + "\nmethod: dpo\n")
+    assert main(["train", "--config", str(recipe_dpo), "--dry_run"]) == 1  # a recipe's value is checked too
+    assert "unknown method 'dpo'" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--dry_run"]) == 1
+    assert main(["train", "--config", recipe, "--dry_run", "--dataset_streaming", "true"]) == 1
+    assert "not supported" in capsys.readouterr().err
+    dry_recipe = tmp_path / "dry.yaml"  # a dry run asked for by the recipe, not by a flag
+    dry_recipe.write_text(open(recipe).read() + "\ndry_run: true\n")
+    assert main(["train", "--config", str(dry_recipe), "--dataset_name", "nope"]) == 1
+    assert "neither a registered name" in capsys.readouterr().err
     gta = next(r for r in RECIPES if "/gta/" in r and "qlora" not in r)
     assert main(["train", "--config", gta, "--dry_run", "--num_generations", "7"]) == 1
     assert "divisible by num_generations" in capsys.readouterr().err
