@@ -21,10 +21,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 from .checkpoint import GTA_CONFIG_FILE, GTACheckpointMetadata
 from .prompts import GTAPromptTemplate, ensure_pad_token, fitted_prompts, tokenize_prompt
@@ -111,8 +115,8 @@ class GTAClassifier:
 
     def __init__(
         self,
-        model,
-        tokenizer,
+        model: "PreTrainedModel | PeftModel",
+        tokenizer: PreTrainedTokenizerBase,
         labels: Sequence[str],
         template: GTAPromptTemplate | None = None,
         max_prompt_tokens: int | None = None,
@@ -133,7 +137,7 @@ class GTAClassifier:
         labels: Sequence[str] | None = None,
         max_prompt_tokens: int | None = None,
         merge_adapter: bool = True,
-        **model_kwargs,
+        **model_kwargs: Any,
     ) -> "GTAClassifier":
         """Load a classifier from a folder (or a Hub id, where the Hub is reachable).
 
