@@ -232,12 +232,21 @@ def test_predict_refuses_to_continue_another_runs_output(tmp_path, gta_checkpoin
     first = out.read_bytes()
     assert main([*args, "--mode", "guess"]) == 0 and out.read_bytes() == first  # complete: nothing to do
     assert "kept from an earlier run" in capsys.readouterr().out
+    moved = tmp_path / "moved.txt"  # the same content elsewhere: the same run
+    moved.write_bytes(source.read_bytes())
+    assert main([*args[:4], str(moved), *args[5:], "--mode", "guess"]) == 0
+    assert "kept from an earlier run" in capsys.readouterr().out
     assert main([*args, "--mode", "adaptive"]) == 1
     assert "mode differ" in capsys.readouterr().err
     source.write_text("wake me up\nplay some jazz\n")
     assert main([*args, "--mode", "guess"]) == 1
     assert "input_sha256 differ" in capsys.readouterr().err
     assert main([*args, "--mode", "guess", "--overwrite"]) == 0
+    missing_model = ["predict", "--model", str(tmp_path / "none"), "--input", str(source)]
+    capsys.readouterr()
+    assert main([*missing_model, "--output", str(tmp_path / "new.jsonl")]) == 1
+    assert capsys.readouterr().err.startswith("trl-gta predict: error: Could not load a model: folder")
+    assert not (tmp_path / "new.jsonl").exists()
     (tmp_path / "other.jsonl").write_text("not ours\n")
     assert main([*args[:-1], str(tmp_path / "other.jsonl"), "--mode", "guess"]) == 1
     assert "not written by predict" in capsys.readouterr().err

@@ -251,7 +251,8 @@ def _complete_lines(path: str) -> list[int]:
 
 
 def _changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    """The settings that differ; the input's path may change (its content is compared through its hash)."""
+    return [key for key in sorted(set(old) | set(new)) if key != "input" and old.get(key) != new.get(key)]
 
 
 def predict_file(
@@ -310,7 +311,7 @@ def predict_file(
     with open(input_path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     settings = {
-        "input": os.path.abspath(input_path),
+        "input": os.path.abspath(input_path),  # for the record; not compared (a moved input keeps its hash)
         "input_sha256": digest,
         "input_format": input_format_of(input_path, input_format),
         "text_field": text_field,
@@ -326,7 +327,7 @@ def predict_file(
     }
     meta_path = output_path + META_SUFFIX
     ends = _complete_lines(output_path)
-    if os.path.exists(output_path) and not overwrite:
+    if os.path.exists(output_path) and os.path.getsize(output_path) and not overwrite:
         if not os.path.exists(meta_path):
             raise ValueError(
                 f"{output_path} exists and has no {os.path.basename(meta_path)} (not written by predict): "
@@ -345,6 +346,11 @@ def predict_file(
     else:
         ends = []
     done = len(ends) if len(ends) == len(inputs.texts) else len(ends) // chunk_size * chunk_size
+    classifier = model
+    if done < len(inputs.texts) and isinstance(model, str):  # loaded before writing: a failure leaves no file
+        from .classifier import GTAClassifier
+
+        classifier = GTAClassifier.from_pretrained(model, max_prompt_tokens=max_prompt_tokens)
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     with open(meta_path + ".tmp", "w") as f:
         json.dump(settings, f, indent=2)
@@ -354,11 +360,6 @@ def predict_file(
     result = PredictFileResult(output_path, done, done, inputs.bad_rows)
     if done == len(inputs.texts):
         return result
-    classifier = model
-    if isinstance(model, str):
-        from .classifier import GTAClassifier
-
-        classifier = GTAClassifier.from_pretrained(model, max_prompt_tokens=max_prompt_tokens)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(inputs.texts), initial=done, desc=f"predict ({mode})", unit="text", disable=not progress)
