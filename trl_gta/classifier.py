@@ -281,7 +281,6 @@ class GTAClassifier:
         common = _common_prefix_length(targets)  # e.g. the tokens of "<guess>": part of every continuation
         device, batch = self._device, len(prompt_ids)
         tail_logits, cache, context_mask, tail_lengths = self._run_tails(prompt_ids, shared, targets[0][:common])
-        tail_lengths = tail_lengths + common
         scores = torch.zeros(batch, len(self.labels), device=device)
         for path, next_tokens in label_branch_points([t[common:] for t in targets]).items():
             if path:  # a deeper branch point: run its path over the cache, then crop the cache back
