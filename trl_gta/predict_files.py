@@ -255,6 +255,34 @@ def _changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [key for key in sorted(set(old) | set(new)) if key != "input" and old.get(key) != new.get(key)]
 
 
+def _earlier_lines(output_path: str, meta_path: str, settings: dict[str, Any], total: int) -> list[int]:
+    """The end offsets of the complete lines an earlier run with the same `settings` left in `output_path`.
+
+    Raises:
+        ValueError: The output holds something else: lines without a `.meta.json` (not written by predict), lines of
+            a run with other settings, or more lines than there are texts.
+    """
+    if not os.path.exists(output_path) or not os.path.getsize(output_path):
+        return []
+    if not os.path.exists(meta_path):
+        raise ValueError(
+            f"{output_path} exists and has no {os.path.basename(meta_path)} (not written by predict): start over "
+            "with overwrite (--overwrite), or choose another output."
+        )
+    with open(meta_path) as f:
+        changed = _changed_settings(json.load(f), settings)
+    if changed:
+        raise ValueError(
+            f"{output_path} was written from another input or with other settings ({', '.join(changed)} differ): "
+            "rerun with the same arguments to continue it, start over with overwrite (--overwrite), or choose "
+            "another output."
+        )
+    ends = _complete_lines(output_path)
+    if len(ends) > total:
+        raise ValueError(f"{output_path} holds more lines ({len(ends)}) than the input has texts ({total}).")
+    return ends
+
+
 def predict_file(
     model: "GTAClassifier | str",
     input_path: str,
@@ -326,25 +354,7 @@ def predict_file(
         "max_prompt_tokens": max_prompt_tokens if isinstance(model, str) else model.max_prompt_tokens,
     }
     meta_path = output_path + META_SUFFIX
-    ends = _complete_lines(output_path)
-    if os.path.exists(output_path) and os.path.getsize(output_path) and not overwrite:
-        if not os.path.exists(meta_path):
-            raise ValueError(
-                f"{output_path} exists and has no {os.path.basename(meta_path)} (not written by predict): "
-                "pass overwrite to replace it, or choose another output."
-            )
-        with open(meta_path) as f:
-            changed = _changed_settings(json.load(f), settings)
-        if changed:
-            raise ValueError(
-                f"{output_path} was written from another input or with other settings ({', '.join(changed)} "
-                "differ): rerun with the same arguments to continue it, pass overwrite to start over, or choose "
-                "another output."
-            )
-        if len(ends) > len(inputs.texts):
-            raise ValueError(f"{output_path} holds more lines ({len(ends)}) than the input has texts.")
-    else:
-        ends = []
+    ends = [] if overwrite else _earlier_lines(output_path, meta_path, settings, len(inputs.texts))
     done = len(ends) if len(ends) == len(inputs.texts) else len(ends) // chunk_size * chunk_size
     classifier = model
     if done < len(inputs.texts) and isinstance(model, str):  # loaded before writing: a failure leaves no file
