@@ -1,21 +1,28 @@
 #!/usr/bin/env python
-"""Speed and cost of the classifier's modes on a GTA-trained model, over the same test texts.
+"""Throughput of the classifier's modes against the baseline a user would write, and adaptive mode's threshold.
 
-- guess vs answer: examples per second, the median of `--repeats` rounds (each round times every configuration
-  once, so the machine's slow spells hit all of them alike). Answer mode is timed at the same batch size as guess
-  mode and again with all texts in one batch (its fastest here), and the speedup is given against both
-  (target: guess >= 10x answer);
-- adaptive: the threshold is picked on a labelled dev split (the cheapest threshold keeping >= 99% of answer-mode
-  dev accuracy), then applied on the test texts (target: >= 99% of answer accuracy with <= 30% of its generated
-  tokens). The accuracy/tokens curve over thresholds is printed and saved as a PNG.
+- baseline: `model.generate` on the whole left-padded prompts (the classifier's prompts, tokenized the same way),
+  greedy, `--batch_size` texts at a time in input order, until every row of the batch has ended (end of sequence) or
+  `--max_new_tokens`; the label is the reply's `<answer>`, read as answer mode reads it;
+- answer, guess, adaptive: `GTAClassifier.predict` at the same batch size. Answer mode decodes over the cached shared
+  prompt prefix and stops each text at `</answer>`; its labels are compared with the baseline's, text by text.
+- adaptive: the threshold is picked on a labelled dev split (the cheapest threshold keeping `--keep` of answer-mode
+  dev accuracy), then applied to the test texts. The accuracy/tokens curve over thresholds is saved as a PNG.
 
-    python benchmarks/classify.py --model outputs/quickstart --samples 96
+Throughput is texts per second, the median of `--repeats` rounds; each round times every configuration once, in
+turn, so the machine's slow spells hit all of them alike. Targets: answer >= 2x the baseline at identical
+predictions, guess >= 15x the baseline. Writes `classify.json` (every metric) and `classify.md` (the table the docs
+include) to `--out`; the last two lines printed are `answer_speedup=` and `guess_speedup=`.
+
+    python benchmarks/classify.py --model outputs/quickstart --samples 96 | tee benchmarks/results/classify.txt
 """
 
 import argparse
+import datetime
 import json
 import os
 import statistics
+import time
 
 import matplotlib
 
@@ -24,8 +31,52 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from trl_gta import GTAClassifier  # noqa: E402
-from trl_gta.evaluation import evaluate_classifier, pick_threshold, threshold_curve  # noqa: E402
+from trl_gta.classifier import GTAPrediction  # noqa: E402
+from trl_gta.evaluation import pick_threshold, prediction_metrics, threshold_curve  # noqa: E402
+from trl_gta.prompts import fitted_prompts, tokenize_prompt  # noqa: E402
 from trl_gta.registry import load_classification_dataset  # noqa: E402
+from trl_gta.reply_format import extract_block, match_label  # noqa: E402
+
+
+@torch.no_grad()
+def generate_on_full_prompts(
+    classifier: GTAClassifier, texts: list[str], batch_size: int, max_new_tokens: int
+) -> list[GTAPrediction]:
+    """The baseline: what a user would write with `model.generate`, the classifier's prompts and its reply parsing."""
+    tokenizer, model, template = classifier.tokenizer, classifier.model, classifier.template
+    prompts, truncated = fitted_prompts(template, texts, classifier.labels, tokenizer, classifier.max_prompt_tokens)
+    prompt_ids = [tokenize_prompt(tokenizer, prompt, **template.chat_template_kwargs) for prompt in prompts]
+    predictions = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer.pad(
+            {"input_ids": prompt_ids[start : start + batch_size]}, padding_side="left", return_tensors="pt"
+        )
+        output = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+        for row in output[:, batch["input_ids"].shape[1] :].tolist():
+            count = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
+            reply = template.response_prefix + tokenizer.decode(row[:count], skip_special_tokens=True)
+            answer = extract_block(reply, "answer", unique=True)
+            predictions.append(
+                GTAPrediction(
+                    label=match_label(answer, classifier.labels),
+                    guess=extract_block(reply, "guess"),
+                    think=extract_block(reply, "think"),
+                    answer=answer,
+                    generated_tokens=count,
+                    raw_output=reply,
+                )
+            )
+    for prediction, cut in zip(predictions, truncated, strict=True):
+        prediction.text_truncated = cut
+    return predictions
+
+
+def closed_reply(reply: str) -> str:
+    """A reply up to and including its first `</answer>` (all of it when there is none)."""
+    end = reply.find("</answer>")
+    return reply if end < 0 else reply[: end + len("</answer>")]
 
 
 def main() -> None:
@@ -42,45 +93,57 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     classifier = GTAClassifier.from_pretrained(args.model, max_prompt_tokens=512)
-    kwargs = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    batch = args.batch_size
+    kwargs = dict(batch_size=batch, guess_batch_size=batch, max_new_tokens=args.max_new_tokens)
 
     def split(name: str):
         data = load_classification_dataset(args.dataset, name, args.samples, seed=0)
         return data["text"], data.features["label"].int2str(data["label"])
 
     dev_texts, dev_gold = split("dev")
-    dev_guess = classifier.predict(dev_texts, mode="guess", **kwargs)
-    dev_answer = classifier.predict(dev_texts, mode="answer", **kwargs)
-    dev_curve = threshold_curve(dev_guess, dev_answer, dev_gold)
-    dev_answer_accuracy = dev_curve[-1]["accuracy"]
-    threshold = pick_threshold(dev_curve, target_accuracy=args.keep * dev_answer_accuracy)
+    dev_curve = threshold_curve(
+        classifier.predict(dev_texts, mode="guess", **kwargs),
+        classifier.predict(dev_texts, mode="answer", **kwargs),
+        dev_gold,
+    )
+    threshold = pick_threshold(dev_curve, target_accuracy=args.keep * dev_curve[-1]["accuracy"])
 
     texts, gold = split("test")
-
-    configurations = {  # name -> (mode, predict kwargs)
-        "answer": ("answer", kwargs),
-        "answer_one_batch": ("answer", {**kwargs, "batch_size": len(texts)}),
-        "guess": ("guess", {**kwargs, "guess_batch_size": args.batch_size}),
-        "adaptive": ("adaptive", {**kwargs, "confidence_threshold": threshold}),
+    runs = {  # name -> what it runs
+        "baseline": lambda: generate_on_full_prompts(classifier, texts, batch, args.max_new_tokens),
+        "answer": lambda: classifier.predict(texts, mode="answer", **kwargs),
+        "guess": lambda: classifier.predict(texts, mode="guess", **kwargs),
+        "adaptive": lambda: classifier.predict(texts, mode="adaptive", confidence_threshold=threshold, **kwargs),
     }
-    rounds = [
-        {
-            name: evaluate_classifier(classifier, texts, gold, mode, **extra)
-            for name, (mode, extra) in configurations.items()
-        }
-        for _ in range(args.repeats)
-    ]
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    predictions: dict[str, list[GTAPrediction]] = {}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            predictions[name] = run()  # greedy: the same predictions every round
+            seconds[name].append(time.perf_counter() - start)
     results = {}
-    for name in configurations:  # metrics of the first round (predictions are deterministic), median throughput
-        metrics = rounds[0][name][0]
-        metrics["examples_per_second"] = statistics.median(r[name][0]["examples_per_second"] for r in rounds)
+    for name in runs:
+        metrics = prediction_metrics(predictions[name], gold, classifier.labels, classifier.template.tags)
+        metrics["seconds"] = seconds[name]
+        metrics["texts_per_second"] = len(texts) / statistics.median(seconds[name])
         results[name] = metrics
-    answer, guess, adaptive = results["answer"], results["guess"], results["adaptive"]
-    answer_predictions, guess_predictions = rounds[0]["answer"][1], rounds[0]["guess"][1]
-    test_curve = threshold_curve(guess_predictions, answer_predictions, gold)
+    baseline, answer, guess, adaptive = (results[name] for name in runs)
+    for name in runs:
+        results[name]["speedup"] = results[name]["texts_per_second"] / baseline["texts_per_second"]
+    pairs = list(zip(predictions["baseline"], predictions["answer"], strict=True))
+    mismatches = [
+        {"text": text, "baseline": b.label, "answer": a.label}
+        for text, (b, a) in zip(texts, pairs, strict=True)
+        if b.label != a.label
+    ]
+    same_labels = len(texts) - len(mismatches)
+    same_replies = sum(closed_reply(b.raw_output) == a.raw_output for b, a in pairs)
 
-    print(f"{'threshold':>10} {'accuracy':>9} {'tokens':>8} {'thought':>8}   (test curve)")
-    for point in test_curve:
+    test_curve = threshold_curve(predictions["guess"], predictions["answer"], gold)
+    print(f"{'threshold':>10} {'accuracy':>9} {'tokens':>8} {'thought':>8}   (test curve, every tenth point)")
+    step = max(len(test_curve) // 10, 1)
+    for point in [p for i, p in enumerate(test_curve) if i % step == 0 or i == len(test_curve) - 1]:
         print(
             f"{point['threshold']:>10.3f} {point['accuracy']:>9.3f} {point['mean_generated_tokens']:>8.1f} "
             f"{point['thought_rate']:>8.2f}"
@@ -103,24 +166,62 @@ def main() -> None:
     png = os.path.join(args.out, "adaptive_curve.png")
     fig.savefig(png, dpi=100)
 
-    results = {"threshold": threshold, **results, "test_curve": test_curve}
+    setup = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "test_texts": len(texts),
+        "batch_size": batch,
+        "max_new_tokens": args.max_new_tokens,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "date": datetime.date.today().isoformat(),
+    }
+    summary = {
+        "answer_labels_equal_to_baseline": same_labels,
+        "answer_replies_equal_to_baseline_up_to_answer_tag": same_replies,
+        "label_mismatches": mismatches,
+        "threshold": threshold,
+    }
     with open(os.path.join(args.out, "classify.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    speedup = guess["examples_per_second"] / answer["examples_per_second"]
-    speedup_one_batch = guess["examples_per_second"] / results["answer_one_batch"]["examples_per_second"]
-    accuracy_kept = adaptive["accuracy"] / answer["accuracy"] if answer["accuracy"] else float("nan")
-    token_share = adaptive["mean_generated_tokens"] / max(answer["mean_generated_tokens"], 1e-9)
-    for name in configurations:
-        metrics = results[name]
-        print(
-            f"{name:>16}: accuracy {metrics['accuracy']:.3f}, {metrics['examples_per_second']:.2f} examples/s, "
-            f"{metrics['mean_generated_tokens']:.1f} generated tokens/text"
+        json.dump({"setup": setup, **summary, **results, "test_curve": test_curve}, f, indent=2)
+    descriptions = {
+        "baseline": "baseline: `model.generate`, whole prompts",
+        "answer": "answer mode",
+        "guess": "guess mode",
+        "adaptive": f"adaptive mode, threshold {threshold:.3f} (from dev)",
+    }
+    rows = [
+        "| configuration | texts / s | vs baseline | accuracy | generated tokens / text | thought |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, metrics in results.items():
+        rows.append(
+            f"| {descriptions[name]} | {metrics['texts_per_second']:.2f} | {metrics['speedup']:.1f}x | "
+            f"{metrics['accuracy']:.3f} | {metrics['mean_generated_tokens']:.1f} | {metrics['thought_rate']:.2f} |"
         )
-    print(f"wrote {png}")
-    print(f"guess_speedup={speedup:.1f}  (answer at batch size {args.batch_size}, like guess)")
-    print(f"guess_speedup_vs_one_batch={speedup_one_batch:.1f}  (answer with all {len(texts)} texts in one batch)")
-    print(f"adaptive_accuracy_kept={accuracy_kept:.3f}")
-    print(f"adaptive_token_share={token_share:.3f}")
+    rows.append("")
+    rows.append(
+        f"{len(texts)} `{args.dataset}` test texts, batch size {batch}, at most {args.max_new_tokens} new tokens, "
+        f"{args.threads} CPU threads, median of {args.repeats} interleaved rounds, {setup['date']}. "
+        f"Answer-mode labels equal to the baseline's: {same_labels}/{len(texts)}; replies equal up to `</answer>`: "
+        f"{same_replies}/{len(texts)}."
+    )
+    with open(os.path.join(args.out, "classify.md"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+
+    for name, metrics in results.items():
+        print(
+            f"{name:>9}: accuracy {metrics['accuracy']:.3f}, {metrics['texts_per_second']:.2f} texts/s "
+            f"({metrics['speedup']:.2f}x baseline), {metrics['mean_generated_tokens']:.1f} generated tokens/text"
+        )
+    for mismatch in mismatches:
+        print(f"label mismatch: {mismatch}")
+    print(f"wrote {png}, classify.json and classify.md")
+    print(f"answer_labels_equal_to_baseline={same_labels}/{len(texts)}")
+    print(f"adaptive_accuracy_kept={adaptive['accuracy'] / max(answer['accuracy'], 1e-9):.3f}")
+    print(f"adaptive_token_share={adaptive['mean_generated_tokens'] / max(answer['mean_generated_tokens'], 1e-9):.3f}")
+    print(f"answer_speedup={answer['speedup']:.2f}")
+    print(f"guess_speedup={guess['speedup']:.1f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 from trl_gta import GTAClassifier, GTAPromptTemplate
 from trl_gta.classifier import _cache_argument, label_branch_points
 from trl_gta.prompts import tokenize_prompt
+from trl_gta.reply_format import extract_block, match_label
 
 TEXTS = ["wake me up at seven", "will it rain today in the city of paris", "play jazz"]
 
@@ -71,7 +72,7 @@ def test_guess_mode_matches_uncached_scoring(tokenizer, prefix, arch):
     predictions = classifier.predict(TEXTS, mode="guess", guess_batch_size=2)
     for text, prediction in zip(TEXTS, predictions, strict=True):
         expected = naive_guess_probs(model, tokenizer, template, text)
-        assert list(prediction.guess_probs.values()) == pytest.approx(expected, abs=1e-4)
+        assert list(prediction.guess_probs.values()) == pytest.approx(expected, abs=1e-6)
         assert sum(prediction.guess_probs.values()) == pytest.approx(1.0)
         assert prediction.label == LABELS[max(range(3), key=expected.__getitem__)]
         assert prediction.generated_tokens == 0
@@ -85,7 +86,7 @@ def test_guess_mode_on_one_text_and_on_identical_texts(tokenizer):
     expected = naive_guess_probs(model, tokenizer, template, TEXTS[0])
     for texts in ([TEXTS[0]], [TEXTS[0]] * 3):
         for prediction in classifier.predict(texts, mode="guess"):
-            assert list(prediction.guess_probs.values()) == pytest.approx(expected, abs=1e-4)
+            assert list(prediction.guess_probs.values()) == pytest.approx(expected, abs=1e-6)
 
 
 def test_guess_mode_with_labels_sharing_leading_tokens(tokenizer):
@@ -98,19 +99,123 @@ def test_guess_mode_with_labels_sharing_leading_tokens(tokenizer):
     predictions = GTAClassifier(model, tokenizer, labels, template).predict(TEXTS, mode="guess", guess_batch_size=2)
     for text, prediction in zip(TEXTS, predictions, strict=True):
         expected = naive_guess_probs(model, tokenizer, template, text, labels)
-        assert list(prediction.guess_probs.values()) == pytest.approx(expected, abs=1e-4)
+        assert list(prediction.guess_probs.values()) == pytest.approx(expected, abs=1e-6)
 
 
 def canned(outputs):
-    def generate(prompt_ids, max_new_tokens, **kwargs):
+    """A stand-in for the decoder: the i-th text of a batch gets the i-th output (cyclically), 7 tokens each."""
+
+    def decode(prompt_ids, shared, max_new_tokens):
         return [outputs[i % len(outputs)] for i in range(len(prompt_ids))], [7] * len(prompt_ids)
 
-    return generate
+    return decode
+
+
+def generate_on_full_prompts(classifier, texts, max_new_tokens):
+    """Today's reference (and what a user would write): `model.generate` on the whole left-padded prompts, greedy.
+
+    Returns each row's reply text and token count, cut where the cached decoder stops (end of sequence, or the token
+    completing `</answer>`), and the reply text uncut."""
+    tokenizer = classifier.tokenizer
+    prompts, _ = classifier._prompt_ids(texts)
+    width = max(len(p) for p in prompts)
+    output = classifier.model.generate(
+        input_ids=torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts]),
+        attention_mask=torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts]),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )[:, width:]
+    cut, whole = [], []
+    for row in output.tolist():
+        end = next(
+            (
+                k + 1
+                for k in range(len(row))
+                if row[k] == tokenizer.eos_token_id or "</answer>" in tokenizer.decode(row[: k + 1])
+            ),
+            len(row),
+        )
+        cut.append((tokenizer.decode(row[:end], skip_special_tokens=True), end))
+        whole.append(tokenizer.decode(row, skip_special_tokens=True))
+    return cut, whole
+
+
+ANSWER_TEXTS = [*TEXTS, "set an alarm for six am please and then play jazz", "next song"]
+
+
+@pytest.mark.parametrize("prefix", ["", "<guess>"])
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_answer_mode_decodes_like_generate_on_full_prompts(tokenizer, prefix, arch):
+    """Greedy replies over the cached shared prefix equal `model.generate` on the whole prompts, token for token:
+    texts of several lengths, batches with padding."""
+    model = tiny_model(tokenizer, arch=arch).eval()
+    classifier = GTAClassifier(model, tokenizer, LABELS, GTAPromptTemplate(response_prefix=prefix))
+    expected, _ = generate_on_full_prompts(classifier, ANSWER_TEXTS, max_new_tokens=12)
+    for batch_size in (2, len(ANSWER_TEXTS)):
+        predictions = classifier.predict(ANSWER_TEXTS, mode="answer", batch_size=batch_size, max_new_tokens=12)
+        assert [(p.raw_output, p.generated_tokens) for p in predictions] == [
+            (prefix + text, count) for text, count in expected
+        ]
+
+
+REPLIES = {  # per text, the reply a tiny model is trained to give
+    "wake me up at seven": "<guess>alarm</guess><think>because</think><answer>alarm</answer>",
+    "will it rain in paris": "<guess>music</guess><think>because rain</think><answer>weather</answer>",
+    "play jazz": "<guess>music</guess><think>because</think><answer>music</answer> and then more words",
+    "next song": "<guess>music</guess><think>play</think>",
+}
+
+
+@pytest.fixture(scope="module")
+def trained_classifier(tokenizer):
+    """A tiny model overfitted to reply `REPLIES` (each followed by end of sequence), so replies end on their own."""
+    model = tiny_model(tokenizer)
+    template = GTAPromptTemplate(response_prefix="<guess>")
+    prompts, _ = GTAClassifier(model, tokenizer, LABELS, template)._prompt_ids(list(REPLIES))
+    rows = [
+        (prompt, tokenizer(reply[len("<guess>") :], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+        for prompt, reply in zip(prompts, REPLIES.values(), strict=True)
+    ]
+    width = max(len(p) + len(r) for p, r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    for i, (prompt, reply) in enumerate(rows):
+        input_ids[i, : len(prompt) + len(reply)] = torch.tensor(prompt + reply)
+        labels[i, len(prompt) : len(prompt) + len(reply)] = torch.tensor(reply)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        optimizer.zero_grad()
+        model(
+            input_ids=input_ids, attention_mask=(labels != -100) | (input_ids != tokenizer.pad_token_id), labels=labels
+        ).loss.backward()
+        optimizer.step()
+    return GTAClassifier(model.eval(), tokenizer, LABELS, template)
+
+
+def test_answer_mode_stops_at_the_closing_answer_tag(trained_classifier):
+    texts = list(REPLIES)
+    cut, whole = generate_on_full_prompts(trained_classifier, texts, max_new_tokens=40)
+    assert whole == [r[len("<guess>") :] for r in REPLIES.values()], "the fixture did not learn"
+    predictions = trained_classifier.predict(texts, mode="answer", batch_size=3, max_new_tokens=40)
+    assert [(p.raw_output, p.generated_tokens) for p in predictions] == [("<guess>" + t, n) for t, n in cut]
+    # the same labels, guesses, thoughts and answers as the uncut replies give
+    for prediction, reply in zip(predictions, REPLIES.values(), strict=True):
+        closed = reply[: reply.index("</answer>") + len("</answer>")] if "</answer>" in reply else reply
+        assert prediction.raw_output == closed
+        assert prediction.answer == extract_block(reply, "answer", unique=True)
+        assert prediction.label == match_label(prediction.answer, LABELS)
+        assert (prediction.guess, prediction.think) == (extract_block(reply, "guess"), extract_block(reply, "think"))
+    assert [p.label for p in predictions] == ["alarm", "weather", "music", None]
+    # adaptive mode thinks with the same decoder
+    adaptive = trained_classifier.predict(texts, mode="adaptive", confidence_threshold=1.01, max_new_tokens=40)
+    assert [p.raw_output for p in adaptive] == [p.raw_output for p in predictions]
+    assert [p.generated_tokens for p in adaptive] == [p.generated_tokens for p in predictions]
 
 
 def test_answer_mode_parses_and_falls_back(tokenizer):
     classifier = GTAClassifier(tiny_model(tokenizer), tokenizer, LABELS)
-    classifier._generate = canned(
+    classifier._decode = canned(
         ["<guess>alarm</guess><think>t</think><answer>Weather.</answer>", "<guess>music</guess><think>t</think>"]
     )
     first, second = classifier.predict(TEXTS[:2], mode="answer")
@@ -121,7 +226,7 @@ def test_answer_mode_parses_and_falls_back(tokenizer):
 
 def test_adaptive_thresholds(tokenizer):
     classifier = GTAClassifier(tiny_model(tokenizer), tokenizer, LABELS)
-    classifier._generate = canned(["<guess>x</guess><think>t</think><answer>music</answer>"])
+    classifier._decode = canned(["<guess>x</guess><think>t</think><answer>music</answer>"])
     never = classifier.predict(TEXTS, mode="adaptive", confidence_threshold=0.0)
     assert all(p.generated_tokens == 0 and p.label == p.guess for p in never)
     always = classifier.predict(TEXTS, mode="adaptive", confidence_threshold=1.01)
@@ -183,7 +288,7 @@ def test_threshold_curve_matches_adaptive_predict_and_picks(tokenizer):
     from trl_gta.evaluation import calibrate_threshold, pick_threshold, threshold_curve
 
     classifier = GTAClassifier(tiny_model(tokenizer), tokenizer, LABELS)
-    classifier._generate = canned(["<guess>x</guess><think>t</think><answer>music</answer>"])
+    classifier._decode = canned(["<guess>x</guess><think>t</think><answer>music</answer>"])
     gold = ["alarm", "weather", "music"]
     guesses = classifier.predict(TEXTS, mode="guess")
     answers = classifier.predict(TEXTS, mode="answer")
@@ -221,7 +326,7 @@ def test_invalid_answers_are_counted_even_when_the_label_falls_back(tokenizer):
     from trl_gta.evaluation import prediction_metrics
 
     classifier = GTAClassifier(tiny_model(tokenizer), tokenizer, LABELS)
-    classifier._generate = canned(["<guess>alarm</guess><think>t</think><answer>banana</answer>"])
+    classifier._decode = canned(["<guess>alarm</guess><think>t</think><answer>banana</answer>"])
     gold = ["alarm", "weather", "music"]
     plain = prediction_metrics(classifier.predict(TEXTS, mode="answer"), gold, LABELS)
     fallback = prediction_metrics(classifier.predict(TEXTS, mode="answer", fallback_to_guess=True), gold, LABELS)

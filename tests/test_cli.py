@@ -1,11 +1,19 @@
+import csv
 import glob
+import importlib
 import json
 import os
+import subprocess
+import sys
+import time
 
 import pytest
+import yaml
 from conftest import LABELS, tiny_model
 
+from trl_gta.classifier import GTAClassifier
 from trl_gta.cli import main
+from trl_gta.scripts import COMMANDS
 
 RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipes", "*", "*", "config_*.yaml")))
 
@@ -22,8 +30,20 @@ def test_dry_run_errors(tmp_path, capsys):
     recipe = RECIPES[0]
     assert main(["train", "--config", recipe, "--dry_run", "--dataset_name", "nope"]) == 1
     assert "neither a registered name" in capsys.readouterr().err
-    assert main(["train", "--config", recipe, "--dry_run", "--method", "dpo"]) == 1
+    with pytest.raises(SystemExit) as exit_info:  # argparse checks a flag's choices
+        main(["train", "--config", recipe, "--dry_run", "--method", "dpo"])
+    assert exit_info.value.code == 2
+    recipe_dpo = tmp_path / "dpo.yaml"
+    recipe_dpo.write_text(open(recipe).read() + "\nmethod: dpo\n")
+    assert main(["train", "--config", str(recipe_dpo), "--dry_run"]) == 1  # a recipe's value is checked too
+    assert "unknown method 'dpo'" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--dry_run"]) == 1
+    assert main(["train", "--config", recipe, "--dry_run", "--dataset_streaming", "true"]) == 1
+    assert "not supported" in capsys.readouterr().err
+    dry_recipe = tmp_path / "dry.yaml"  # a dry run asked for by the recipe, not by a flag
+    dry_recipe.write_text(open(recipe).read() + "\ndry_run: true\n")
+    assert main(["train", "--config", str(dry_recipe), "--dataset_name", "nope"]) == 1
+    assert "neither a registered name" in capsys.readouterr().err
     gta = next(r for r in RECIPES if "/gta/" in r and "qlora" not in r)
     assert main(["train", "--config", gta, "--dry_run", "--num_generations", "7"]) == 1
     assert "divisible by num_generations" in capsys.readouterr().err
@@ -101,3 +121,197 @@ def test_train_runs_each_method_in_the_same_harness(tmp_path, model_dir, data_fo
             ["guess", "think", "answer"] if method == "gta" else ["think", "answer"]
         )
         assert "after" in json.loads((out / "eval_results.json").read_text())
+
+
+def test_help_lists_every_command_without_importing_torch_or_trl():
+    code = (
+        "import sys\nfrom trl_gta.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'trl' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("False False")
+    assert all(command in result.stdout for command in COMMANDS)
+
+
+CONFIG_CASES = {  # command -> (YAML values, flags, expected (dataclass index, field, value) after parsing)
+    "train": (
+        {"dataset_name": "from-yaml", "learning_rate": 0.5, "output_dir": "out", "use_cpu": True, "bf16": False},
+        ["--learning_rate", "0.25"],
+        [(0, "dataset_name", "from-yaml"), (1, "learning_rate", 0.25)],
+    ),
+    "eval": ({"model": "m", "dataset": "d", "mode": "guess"}, ["--mode", "adaptive"], [(0, "dataset", "d")]),
+    "predict": (
+        {"model": "m", "input": "in.txt", "output": "out.jsonl", "top_k": 3},
+        ["--top_k", "2"],
+        [(0, "input", "in.txt"), (0, "top_k", 2)],
+    ),
+    "export": (
+        {"adapter": "a", "output_dir": "o"},
+        ["--output_dir", "p"],
+        [(0, "adapter", "a"), (0, "output_dir", "p")],
+    ),
+    "quickstart": ({"max_steps": 3, "seed": 4}, ["--seed", "5"], [(0, "max_steps", 3), (0, "seed", 5)]),
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_takes_a_config_file_and_flag_overrides(tmp_path, command):
+    values, flags, expected = CONFIG_CASES[command]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(values))
+    module = importlib.import_module(f"trl_gta.scripts.{command}")
+    parsed = module.make_parser(prog=f"trl-gta {command}").parse_args_and_config(["--config", str(config), *flags])
+    for index, name, value in expected:
+        assert getattr(parsed[index], name) == value
+    if command == "eval":
+        assert parsed[0].mode == "adaptive"  # the flag over the file
+
+
+def write_texts(path, texts, input_format):
+    if input_format == "jsonl":
+        path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    elif input_format == "csv":
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "text"])
+            writer.writerows(enumerate(texts))
+    else:
+        path.write_text("\n".join(texts) + "\n")
+
+
+@pytest.mark.parametrize("input_format", ["jsonl", "csv", "txt"])
+def test_predict_writes_one_line_per_text(tmp_path, gta_checkpoint, input_format):
+    texts = ["wake me up at seven", "will it rain, today?", 'play "jazz"']
+    source = tmp_path / f"texts.{input_format}"
+    write_texts(source, texts, input_format)
+    out = tmp_path / "out.jsonl"
+    args = ["predict", "--model", str(gta_checkpoint), "--input", str(source), "--output", str(out)]
+    assert main([*args, "--mode", "guess", "--top_k", "2"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in records] == (
+        [2, 3, 4] if input_format == "csv" else [1, 2, 3]
+    )  # a CSV's header is line 1
+    assert len(records) == 3 and all(r["label"] in LABELS and r["label"] == r["guess"] for r in records)
+    for record in records:
+        probs = list(record["guess_probs"].values())
+        assert len(probs) == 2 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+        assert (record["think"], record["answer"], record["generated_tokens"], record["text_truncated"]) == (
+            None,
+            None,
+            0,
+            False,
+        )
+    assert main([*args, "--mode", "answer", "--max_new_tokens", "3", "--overwrite"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3 and all(r["guess_probs"] is None and 1 <= r["generated_tokens"] <= 3 for r in records)
+
+
+def test_predict_stops_at_a_bad_row_or_skips_and_reports_it(tmp_path, gta_checkpoint, capsys):
+    source = tmp_path / "texts.jsonl"
+    source.write_text(
+        '{"text": "wake me up"}\n{"text": "play jazz"}\n{"text": "  "}\n{"body": "x"}\n{"text": "rain?"}\n'
+    )
+    out = tmp_path / "out.jsonl"
+    args = ["predict", "--model", str(gta_checkpoint), "--input", str(source), "--output", str(out), "--mode", "guess"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "line 3: empty text" in err[0] and "--skip_bad_rows" in err[0]
+    assert not out.exists()  # stopped before any work
+    assert main([*args, "--skip_bad_rows"]) == 0
+    assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1, 2, 5]
+    assert "skipped 2 bad rows: line 3: empty text; line 4: no field 'text'" in capsys.readouterr().out
+
+
+def test_predict_refuses_to_continue_another_runs_output(tmp_path, gta_checkpoint, capsys):
+    source = tmp_path / "texts.txt"
+    source.write_text("wake me up\nplay jazz\n")
+    out = tmp_path / "out.jsonl"
+    args = ["predict", "--model", str(gta_checkpoint), "--input", str(source), "--output", str(out)]
+    assert main([*args, "--mode", "guess"]) == 0
+    first = out.read_bytes()
+    assert main([*args, "--mode", "guess"]) == 0 and out.read_bytes() == first  # complete: nothing to do
+    assert "kept from an earlier run" in capsys.readouterr().out
+    moved = tmp_path / "moved.txt"  # the same content elsewhere: the same run
+    moved.write_bytes(source.read_bytes())
+    assert main([*args[:4], str(moved), *args[5:], "--mode", "guess"]) == 0
+    assert "kept from an earlier run" in capsys.readouterr().out
+    assert main([*args, "--mode", "adaptive"]) == 1
+    assert "mode differ" in capsys.readouterr().err
+    source.write_text("wake me up\nplay some jazz\n")
+    assert main([*args, "--mode", "guess"]) == 1
+    assert "input_sha256 differ" in capsys.readouterr().err
+    assert main([*args, "--mode", "guess", "--overwrite"]) == 0
+    missing_model = ["predict", "--model", str(tmp_path / "none"), "--input", str(source)]
+    capsys.readouterr()
+    assert main([*missing_model, "--output", str(tmp_path / "new.jsonl")]) == 1
+    assert capsys.readouterr().err.startswith("trl-gta predict: error: Could not load a model: folder")
+    assert not (tmp_path / "new.jsonl").exists()
+    (tmp_path / "other.jsonl").write_text("not ours\n")
+    assert main([*args[:-1], str(tmp_path / "other.jsonl"), "--mode", "guess"]) == 1
+    assert "not written by predict" in capsys.readouterr().err
+
+
+SLOW_PREDICT = """import sys, time
+from trl_gta.classifier import GTAClassifier
+predict = GTAClassifier.predict
+def slow(self, *args, **kwargs):
+    time.sleep(0.4)
+    return predict(self, *args, **kwargs)
+GTAClassifier.predict = slow
+from trl_gta.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_predict_resumes_after_ctrl_c_or_a_kill_byte_for_byte(tmp_path, gta_checkpoint, monkeypatch):
+    texts = [f"text {i} " + "wake me up " * (i % 4) for i in range(24)]
+    source = tmp_path / "texts.txt"
+    write_texts(source, texts, "txt")
+    args = ["predict", "--model", str(gta_checkpoint), "--input", str(source), "--max_new_tokens", "6"]
+    args += ["--chunk_size", "2", "--batch_size", "2"]
+    whole = tmp_path / "whole.jsonl"
+    assert main([*args, "--output", str(whole)]) == 0
+    assert len(whole.read_text().splitlines()) == 24
+
+    # Ctrl-C during the third chunk: exit 130, the two chunks before it kept; a rerun finishes the file
+    calls = []
+    original = GTAClassifier.predict
+
+    def interrupted(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    interrupted_out = tmp_path / "interrupted.jsonl"
+    monkeypatch.setattr(GTAClassifier, "predict", interrupted)
+    assert main([*args, "--output", str(interrupted_out)]) == 130
+    assert interrupted_out.read_bytes() == b"".join(whole.read_bytes().splitlines(keepends=True)[:4])
+    monkeypatch.setattr(GTAClassifier, "predict", original)
+    assert main([*args, "--output", str(interrupted_out)]) == 0
+    assert interrupted_out.read_bytes() == whole.read_bytes()
+
+    # killed (SIGKILL) in another process, one torch thread as here
+    killed = tmp_path / "killed.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PREDICT, *args, "--output", str(killed)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if killed.exists() and killed.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    data = killed.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    assert 3 <= complete.count(b"\n") < 24, "the run was not killed midway"
+    # what a kill can leave besides whole chunks: a line of an unfinished chunk, and a cut line
+    orphan = b'{"line": 999}\n' if complete.count(b"\n") % 2 == 0 else b""
+    killed.write_bytes(complete + orphan + b'{"line": 1000, "lab')
+    assert main([*args, "--output", str(killed)]) == 0
+    assert killed.read_bytes() == whole.read_bytes()

@@ -9,7 +9,7 @@ import trl_gta
 
 PACKAGE = Path(trl_gta.__file__).parent
 TRAINING_SIDE = ("trainer", "config", "losses", "collator", "dataset", "spans", "rewards", "warmup", "methods")
-INFERENCE_SIDE = {"classifier", "evaluation"}
+INFERENCE_SIDE = {"classifier", "evaluation", "predict_files"}
 
 
 def _package_imports(module: str) -> set[str]:

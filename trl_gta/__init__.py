@@ -26,6 +26,7 @@ _EXPORTS = {
     "GTAClassifier": "classifier",
     "GTAPrediction": "classifier",
     "evaluate_classifier": "evaluation",
+    "predict_file": "predict_files",
     "load_classification_dataset": "registry",
     "format_warmup": "warmup",
 }
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .dataset import build_gta_dataset
     from .evaluation import evaluate_classifier
     from .losses import combine_gradients, guess_cross_entropy
+    from .predict_files import predict_file
     from .prompts import GTAPromptTemplate
     from .registry import load_classification_dataset
     from .reply_format import GTAOutput, normalize_label, parse_gta
@@ -65,6 +67,7 @@ __all__ = [
     "GTAClassifier",
     "GTAPrediction",
     "evaluate_classifier",
+    "predict_file",
     "load_classification_dataset",
     "format_warmup",
     "rewards",

