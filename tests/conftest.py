@@ -115,6 +115,12 @@ def tiny_model(tokenizer, arch: str = "qwen2", seed: int = 0):
     return AutoModelForCausalLM.from_config(config_class(**common))
 
 
+def length_reward(completions, **kwargs) -> list[float]:
+    """A reward that varies within a group, so that advantages and the policy gradient are not zero."""
+    texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
+    return [float(len(text) % 5) for text in texts]
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, tokenizer) -> str:
     """A saved tiny Qwen2 (TRL reloads a reference model from a path when beta > 0)."""

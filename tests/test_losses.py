@@ -5,7 +5,16 @@ import math
 import pytest
 import torch
 
-from trl_gta.losses import CONFLICT_STRATEGIES, combine_gradients, gradient_surrogate, guess_cross_entropy
+from trl_gta import losses
+from trl_gta.losses import (
+    CONFLICT_STRATEGIES,
+    ConflictDecision,
+    combine_gradients,
+    conflict_decision,
+    gradient_dots,
+    gradient_surrogate,
+    guess_cross_entropy,
+)
 
 
 def manual_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -109,42 +118,51 @@ def expected_cosine(sft, rl) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
 
-def test_conflicting_gradients_drop_returns_the_rl_gradient():
+def combined(sft, rl, strategy, **kwargs):
+    """Run the in-place combination on copies; return the decision, the result and the untouched SFT copy."""
+    sft_copy, rl_copy = [s.clone() for s in sft], [r.clone() for r in rl]
+    decision = combine_gradients(sft_copy, rl_copy, strategy, **kwargs)
+    for s, original in zip(sft_copy, sft, strict=True):
+        assert torch.equal(s, original)  # only the RL list is written
+    return decision, rl_copy
+
+
+def test_conflicting_gradients_drop_keeps_the_rl_gradient_in_place():
     sft, rl = conflicting_pair()
     cosine = expected_cosine(sft, rl)
     assert cosine < 0
-    out = combine_gradients(sft, rl, "drop")
-    assert out.conflict is True
-    assert out.cosine == pytest.approx(cosine, abs=1e-12)
-    assert len(out.grads) == 2
-    for g, r in zip(out.grads, rl, strict=True):
-        assert g.shape == r.shape and torch.equal(g, r)
-    out.grads[0].add_(1.0)  # a copy, not the caller's tensor
-    assert torch.equal(rl[0], conflicting_pair()[1][0])
+    targets = [r.clone() for r in rl]
+    pointers = [t.data_ptr() for t in targets]
+    decision = combine_gradients(sft, targets, "drop")
+    assert decision.conflict is True and (decision.sft_coef, decision.rl_coef) == (0.0, 1.0)
+    assert decision.cosine == pytest.approx(cosine, abs=1e-12)
+    assert [t.data_ptr() for t in targets] == pointers  # no copy
+    assert all(torch.equal(t, r) for t, r in zip(targets, rl, strict=True))
 
 
 def test_conflicting_gradients_project_removes_the_conflicting_component():
     sft, rl = conflicting_pair()
-    out = combine_gradients(sft, rl, "project")
-    assert out.conflict is True
-    g_sft, g_rl, g_out = flat(sft), flat(rl), flat(out.grads)
+    decision, out = combined(sft, rl, "project")
+    assert decision.conflict is True
+    g_sft, g_rl, g_out = flat(sft), flat(rl), flat(out)
     g_sft_proj = g_out - g_rl
     assert float(g_sft_proj @ g_rl) == pytest.approx(0.0, abs=1e-6)
     # PCGrad: g_sft minus its component along g_rl
     expected = g_sft - (g_sft @ g_rl) / (g_rl @ g_rl) * g_rl
     assert torch.allclose(g_sft_proj, expected, atol=1e-6)
+    assert decision.rl_coef == pytest.approx(1 - float(g_sft @ g_rl / (g_rl @ g_rl)))
     # the result's component along g_rl is the RL gradient's own
     assert float(g_out @ g_rl) == pytest.approx(float(g_rl @ g_rl), rel=1e-6)
     # the part orthogonal to g_rl is kept
     assert g_sft_proj.norm() > 0.1
-    assert [g.shape for g in out.grads] == [g.shape for g in sft]
+    assert [g.shape for g in out] == [g.shape for g in sft]
 
 
 def test_conflicting_gradients_none_returns_the_sum():
     sft, rl = conflicting_pair()
-    out = combine_gradients(sft, rl, "none")
-    assert out.conflict is True  # the cosine is reported whatever the strategy
-    for g, s, r in zip(out.grads, sft, rl, strict=True):
+    decision, out = combined(sft, rl, "none")
+    assert decision.conflict is True  # the cosine is reported whatever the strategy
+    for g, s, r in zip(out, sft, rl, strict=True):
         assert torch.equal(g, s + r)
 
 
@@ -152,28 +170,38 @@ def test_conflicting_gradients_none_returns_the_sum():
 def test_agreeing_gradients_are_summed_by_every_strategy(strategy):
     sft, rl = agreeing_pair()
     assert expected_cosine(sft, rl) > 0
-    out = combine_gradients(sft, rl, strategy)
-    assert out.conflict is False
-    assert out.cosine == pytest.approx(expected_cosine(sft, rl), abs=1e-12)
-    for g, s, r in zip(out.grads, sft, rl, strict=True):
+    decision, out = combined(sft, rl, strategy)
+    assert decision.conflict is False
+    assert decision.cosine == pytest.approx(expected_cosine(sft, rl), abs=1e-12)
+    for g, s, r in zip(out, sft, rl, strict=True):
+        assert torch.equal(g, s + r)
+
+
+@pytest.mark.parametrize("strategy", CONFLICT_STRATEGIES)
+def test_without_a_policy_gradient_a_negative_cosine_is_no_conflict(strategy):
+    """All advantages zero: the RL gradient is only the KL pull towards the reference; the SFT gradient is kept."""
+    sft, rl = conflicting_pair()
+    decision, out = combined(sft, rl, strategy, rl_has_policy_gradient=False)
+    assert decision.conflict is False
+    assert decision.cosine == pytest.approx(expected_cosine(sft, rl), abs=1e-12)  # still reported
+    for g, s, r in zip(out, sft, rl, strict=True):
         assert torch.equal(g, s + r)
 
 
 @pytest.mark.parametrize("strategy", CONFLICT_STRATEGIES)
 def test_orthogonal_gradients_do_not_conflict(strategy):
-    sft, rl = [torch.tensor([1.0, 0.0])], [torch.tensor([0.0, -3.0])]
-    out = combine_gradients(sft, rl, strategy)
-    assert out.cosine == 0.0 and out.conflict is False
-    assert torch.equal(out.grads[0], torch.tensor([1.0, -3.0]))
+    decision, out = combined([torch.tensor([1.0, 0.0])], [torch.tensor([0.0, -3.0])], strategy)
+    assert decision.cosine == 0.0 and decision.conflict is False
+    assert torch.equal(out[0], torch.tensor([1.0, -3.0]))
 
 
 @pytest.mark.parametrize("strategy", CONFLICT_STRATEGIES)
 def test_zero_rl_gradient_keeps_the_sft_gradient(strategy):
     sft = [torch.tensor([1.0, -2.0]), torch.tensor([[0.5]])]
     rl = [torch.zeros(2), torch.zeros(1, 1)]
-    out = combine_gradients(sft, rl, strategy)
-    assert out.cosine == 0.0 and out.conflict is False
-    for g, s in zip(out.grads, sft, strict=True):
+    decision, out = combined(sft, rl, strategy)
+    assert decision.cosine == 0.0 and decision.conflict is False
+    for g, s in zip(out, sft, strict=True):
         assert torch.equal(g, s) and not torch.isnan(g).any()
 
 
@@ -181,35 +209,35 @@ def test_zero_rl_gradient_keeps_the_sft_gradient(strategy):
 def test_zero_sft_gradient_keeps_the_rl_gradient(strategy):
     sft = [torch.zeros(2), torch.zeros(1, 1)]
     rl = [torch.tensor([1.0, -2.0]), torch.tensor([[0.5]])]
-    out = combine_gradients(sft, rl, strategy)
-    assert out.cosine == 0.0 and out.conflict is False
-    for g, r in zip(out.grads, rl, strict=True):
+    decision, out = combined(sft, rl, strategy)
+    assert decision.cosine == 0.0 and decision.conflict is False
+    for g, r in zip(out, rl, strict=True):
         assert torch.equal(g, r) and not torch.isnan(g).any()
 
 
 @pytest.mark.parametrize("strategy", CONFLICT_STRATEGIES)
 def test_both_zero(strategy):
-    out = combine_gradients([torch.zeros(3)], [torch.zeros(3)], strategy)
-    assert out.cosine == 0.0 and out.conflict is False and torch.equal(out.grads[0], torch.zeros(3))
+    decision, out = combined([torch.zeros(3)], [torch.zeros(3)], strategy)
+    assert decision.cosine == 0.0 and decision.conflict is False and torch.equal(out[0], torch.zeros(3))
 
 
 def test_cosine_is_global_over_all_parameters():
     # per parameter the gradients conflict on the first and agree on the second, but globally they agree
     sft = [torch.tensor([1.0]), torch.tensor([[3.0, 0.0], [0.0, 0.0]]), torch.zeros(2, 1, 2)]
     rl = [torch.tensor([-1.0]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.ones(2, 1, 2)]
-    out = combine_gradients(sft, rl, "drop")
-    assert out.cosine == pytest.approx(expected_cosine(sft, rl), abs=1e-12)
-    assert out.cosine == pytest.approx(5.0 / (math.sqrt(10.0) * math.sqrt(10.0)), abs=1e-12)
-    assert out.conflict is False
-    assert all(torch.equal(g, s + r) for g, s, r in zip(out.grads, sft, rl, strict=True))
+    decision, out = combined(sft, rl, "drop")
+    assert decision.cosine == pytest.approx(expected_cosine(sft, rl), abs=1e-12)
+    assert decision.cosine == pytest.approx(5.0 / (math.sqrt(10.0) * math.sqrt(10.0)), abs=1e-12)
+    assert decision.conflict is False
+    assert all(torch.equal(g, s + r) for g, s, r in zip(out, sft, rl, strict=True))
     # and the other way round: agreeing on one parameter, globally conflicting
     sft = [torch.tensor([1.0]), torch.tensor([[3.0, 0.0], [0.0, 0.0]])]
     rl = [torch.tensor([1.0]), torch.tensor([[-2.0, 0.0], [0.0, 1.0]])]
-    out = combine_gradients(sft, rl, "drop")
-    assert out.cosine == pytest.approx(-5.0 / (math.sqrt(10.0) * math.sqrt(6.0)), abs=1e-12)
-    assert out.conflict is True
-    assert all(torch.equal(g, r) for g, r in zip(out.grads, rl, strict=True))
-    projected = flat(combine_gradients(sft, rl, "project").grads) - flat(rl)
+    decision, out = combined(sft, rl, "drop")
+    assert decision.cosine == pytest.approx(-5.0 / (math.sqrt(10.0) * math.sqrt(6.0)), abs=1e-12)
+    assert decision.conflict is True
+    assert all(torch.equal(g, r) for g, r in zip(out, rl, strict=True))
+    projected = flat(combined(sft, rl, "project")[1]) - flat(rl)
     assert float(projected @ flat(rl)) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -222,6 +250,28 @@ def test_unknown_strategy_raises():
 def test_mismatched_gradient_lists_raise():
     with pytest.raises(ValueError):
         combine_gradients([torch.ones(2)], [torch.ones(2), torch.ones(3)], "none")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradient_dots_are_accurate_without_whole_float64_copies(monkeypatch, dtype):
+    """Half-precision tensors are dotted in float32 chunks (made tiny here), summed per tensor in float64."""
+    monkeypatch.setattr(losses, "_DOT_CHUNK", 7)
+    torch.manual_seed(5)
+    sft = [torch.randn(5, 6).to(dtype), torch.randn(31).to(dtype)]
+    rl = [torch.randn(5, 6).to(dtype), torch.randn(31).to(dtype)]
+    dot, sft_sq, rl_sq = gradient_dots(sft, rl)
+    a, b = flat(sft), flat(rl)  # float64 reference of the same (rounded) values
+    assert dot == pytest.approx(float(a @ b), rel=1e-5)
+    assert sft_sq == pytest.approx(float(a @ a), rel=1e-5)
+    assert rl_sq == pytest.approx(float(b @ b), rel=1e-5)
+
+
+def test_conflict_decision_coefficients():
+    assert conflict_decision(-2.0, 4.0, 4.0, "drop") == ConflictDecision(-0.5, True, 0.0, 1.0)
+    assert conflict_decision(-2.0, 4.0, 4.0, "project") == ConflictDecision(-0.5, True, 1.0, 1.5)
+    assert conflict_decision(-2.0, 4.0, 4.0, "none") == ConflictDecision(-0.5, True, 1.0, 1.0)
+    assert conflict_decision(2.0, 4.0, 4.0, "drop") == ConflictDecision(0.5, False, 1.0, 1.0)
+    assert conflict_decision(-2.0, 4.0, 4.0, "drop", rl_has_policy_gradient=False).conflict is False
 
 
 # ---------------------------------------------------------------- gradient_surrogate

@@ -4,13 +4,15 @@ import os
 
 import pytest
 import torch
-from conftest import LABELS, tiny_model
+from conftest import LABELS, length_reward, tiny_model
 from datasets import Dataset
+from gradient_reference import micro_batch_gradients, record_steps, reference_update
 from huggingface_hub import ModelCard
 from peft import LoraConfig
 
 from trl_gta import GTAClassifier, GTAConfig, GTATrainer, build_gta_dataset
 from trl_gta.checkpoint import GTA_CONFIG_FILE, GTACheckpointMetadata
+from trl_gta.losses import combine_gradients
 
 GTA_KEYS = ["gta/sft_loss", "gta/grad_cosine", "gta/conflict_rate", "gta/guess_accuracy", "gta/truncated_prompts"]
 
@@ -97,14 +99,21 @@ def test_guess_loss_is_exact_cross_entropy_over_distinct_prompts(tmp_path, token
 
 @pytest.mark.parametrize("strategy", ["drop", "project", "none"])
 def test_returned_loss_carries_the_combined_gradient(tmp_path, tokenizer, raw_dataset, strategy):
-    """The surrogate's gradient is the rule applied to the weighted, accumulation-scaled SFT and RL gradients."""
+    """Micro-batch scope: the surrogate's gradient is the rule applied to the micro-batch's weighted,
+    accumulation-scaled SFT and RL gradients."""
     dataset = build_gta_dataset(raw_dataset)
     args = make_args(
-        tmp_path, conflict_strategy=strategy, sft_weight=0.7, rl_weight=1.3, gradient_accumulation_steps=2
+        tmp_path,
+        conflict_strategy=strategy,
+        conflict_scope="micro_batch",
+        sft_weight=0.7,
+        rl_weight=1.3,
+        gradient_accumulation_steps=2,
     )
     trainer = GTATrainer(model=tiny_model(tokenizer), args=args, train_dataset=dataset, processing_class=tokenizer)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 2  # set by the training loop
+    trainer.state.logging_steps = 1  # likewise; "none" measures the cosine on logging steps only
     rows = [dataset[i] for i in (0, 0, 0, 0, 4, 4, 4, 4)]
     inputs = trainer._generate_and_score_completions(rows)
     inputs["advantages"] = torch.linspace(-1, 1, 8)  # a non-zero RL gradient
@@ -128,6 +137,50 @@ def test_returned_loss_carries_the_combined_gradient(tmp_path, tokenizer, raw_da
     assert loss.item() == pytest.approx((sft + rl).item(), rel=1e-5)
     torch.testing.assert_close(torch.cat([g.flatten() for g in grads]), expected, rtol=1e-4, atol=1e-7)
     assert trainer._metrics["train"]["gta/grad_cosine"][-1] == pytest.approx(cosine, abs=1e-4)
+
+
+def sgd_args(tmp_path, **overrides) -> GTAConfig:
+    """Plain SGD at a constant rate, so that a parameter update is `-lr * clip(g)` and can be checked by hand."""
+    return make_args(tmp_path, optim="sgd", lr_scheduler_type="constant", learning_rate=0.5, **overrides)
+
+
+@pytest.mark.parametrize(
+    "scope,strategy", [("step", "drop"), ("step", "project"), ("step", "none"), ("micro_batch", "drop")]
+)
+def test_update_equals_the_rule_applied_by_hand_with_accumulation(tmp_path, tokenizer, raw_dataset, scope, strategy):
+    """Accumulation 2: per step, both gradients are summed over the window and the rule acts once, before clipping;
+    per micro-batch, it acts on each micro-batch. The logged cosine and conflict rate are the rule's."""
+    args = sgd_args(
+        tmp_path,
+        conflict_scope=scope,
+        conflict_strategy=strategy,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=2,
+        max_steps=3,
+        max_grad_norm=0.5,
+        sft_weight=3.0,
+    )
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        reward_funcs=[length_reward],
+        args=args,
+        train_dataset=build_gta_dataset(raw_dataset),
+        processing_class=tokenizer,
+    )
+    steps = record_steps(trainer)
+    trainer.train()
+    cosines, rates = logged(trainer, "gta/grad_cosine"), logged(trainer, "gta/conflict_rate")
+    assert len(steps) == 3 and all(len(step["inputs"]) == 2 for step in steps)
+    reference_cosines = []
+    for k, step in enumerate(steps):
+        update, decisions = reference_update(trainer, trainer.model, step["before"], [step["inputs"]], scope, strategy)
+        for name, expected in update.items():
+            torch.testing.assert_close(step["after"][name] - step["before"][name], expected, rtol=1e-4, atol=1e-7)
+        assert cosines[k] == pytest.approx(sum(d.cosine for d in decisions) / len(decisions), abs=1e-5)
+        assert rates[k] == pytest.approx(sum(d.conflict for d in decisions) / len(decisions))
+        reference_cosines.append([d.cosine for d in decisions])
+    if strategy != "none":
+        assert any(c < 0 for step in reference_cosines for c in step), reference_cosines  # the rule was exercised
 
 
 def test_zero_rl_gradient_is_no_conflict_and_no_nan(tmp_path, tokenizer, raw_dataset):
@@ -278,21 +331,159 @@ def test_periodic_eval_callback_logs_held_out_metrics(tmp_path, tokenizer, raw_d
     assert trainer.model.training
 
 
+SETUPS = {
+    # setup: (attributes set on the trainer, the scopes where the rule can act there)
+    "ddp": ({}, ("step", "micro_batch")),
+    "fsdp": ({"is_fsdp_enabled": True}, ()),
+    "zero3": ({"is_deepspeed_enabled": True, "_zero_stage": lambda: 3}, ()),
+    "zero2": ({"is_deepspeed_enabled": True, "_zero_stage": lambda: 2}, ("micro_batch",)),
+    "zero2-fp16": ({"is_deepspeed_enabled": True, "_zero_stage": lambda: 2, "fp16": True}, ()),
+    "reentrant": ({"use_reentrant": True}, ()),
+}
+
+
+@pytest.mark.parametrize("setup", list(SETUPS))
+@pytest.mark.parametrize("scope", ["step", "micro_batch"])
 @pytest.mark.parametrize("strategy", ["drop", "project", "none"])
-def test_sharded_parameters_refuse_gradient_surgery(tmp_path, tokenizer, raw_dataset, strategy):
-    """Under FSDP (or ZeRO-3) per-parameter gradients are shards: only the plain sum ('none') can be right."""
+def test_each_setup_is_refused_only_where_the_rule_cannot_act(
+    tmp_path, tokenizer, raw_dataset, setup, scope, strategy
+):
+    """Gradient surgery needs whole per-parameter gradients taken apart (not under ZeRO-3/FSDP or reentrant
+    checkpointing), and per step the gradients before DeepSpeed's in-backward step. 'none' and sft_weight=0 need no
+    surgery and are accepted everywhere: they train on the plain sum."""
+    attributes, scopes = SETUPS[setup]
     trainer = GTATrainer(
         model=tiny_model(tokenizer),
-        args=make_args(tmp_path, conflict_strategy=strategy),
+        args=make_args(tmp_path, conflict_strategy=strategy, conflict_scope=scope),
         train_dataset=build_gta_dataset(raw_dataset),
         processing_class=tokenizer,
     )
-    trainer.is_fsdp_enabled = True
-    if strategy == "none":
+    for name, value in attributes.items():
+        if name == "use_reentrant":
+            trainer.args.gradient_checkpointing_kwargs = {"use_reentrant": True}
+        elif name == "fp16":
+            trainer.args.fp16 = True
+        else:
+            setattr(trainer, name, value)
+    if scope in scopes:
+        assert trainer._check_gradient_setup() is True
+    elif strategy == "none":
         assert trainer._check_gradient_setup() is False  # plain weighted sum, no gradient surgery
     else:
-        with pytest.raises(ValueError, match="ZeRO-3 and FSDP"):
+        with pytest.raises(ValueError, match="conflict_strategy='none'"):
             trainer._check_gradient_setup()
+    trainer.args.sft_weight = 0.0
+    assert trainer._check_gradient_setup() is False
+
+
+def test_lora_with_reentrant_checkpointing_trains_with_none(tmp_path, tokenizer, raw_dataset):
+    """The setup TRL forces for LoRA + ZeRO-3 + checkpointing: refused for a rule, accepted (plain sum) with 'none'."""
+    args = make_args(
+        tmp_path,
+        conflict_strategy="none",
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": True},
+    )
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=args,
+        train_dataset=build_gta_dataset(raw_dataset),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
+    )
+    lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    assert any(not torch.equal(lora[n], p) for n, p in trainer.model.named_parameters() if n in lora)
+    assert logged(trainer, "gta/sft_loss") and not logged(trainer, "gta/grad_cosine")
+
+
+@pytest.mark.parametrize("scope", ["step", "micro_batch"])
+def test_none_measures_the_cosine_on_logging_steps_only(tmp_path, tokenizer, raw_dataset, scope):
+    args = make_args(tmp_path, conflict_strategy="none", conflict_scope=scope, max_steps=4, logging_steps=2)
+    trainer = GTATrainer(
+        model=tiny_model(tokenizer),
+        args=args,
+        train_dataset=build_gta_dataset(raw_dataset),
+        processing_class=tokenizer,
+    )
+    decomposed = []
+    for name in ("_step_scope_loss", "_micro_batch_loss"):
+        method = getattr(trainer, name)
+        setattr(
+            trainer, name, lambda m, x, method=method: (decomposed.append(trainer.state.global_step), method(m, x))[1]
+        )
+    trainer.train()
+    assert decomposed == [1, 3]  # the steps that end at global steps 2 and 4
+    assert len(logged(trainer, "gta/grad_cosine")) == 2
+
+
+@pytest.mark.parametrize("scope", ["step", "micro_batch"])
+def test_constant_reward_with_kl_never_drops_the_supervised_gradient(
+    tmp_path, model_dir, tokenizer, raw_dataset, scope
+):
+    """With every advantage zero the RL gradient is beta * grad KL, a pull back to the reference that often points
+    against the supervised gradient; it is no conflict, so each update is the plain sum."""
+
+    def constant_reward(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    args = sgd_args(tmp_path, beta=0.01, conflict_scope=scope, gradient_accumulation_steps=2, max_steps=5)
+    trainer = GTATrainer(
+        model=model_dir,
+        reward_funcs=[constant_reward],
+        args=args,
+        train_dataset=build_gta_dataset(raw_dataset),
+        processing_class=tokenizer,
+    )
+    steps = record_steps(trainer)
+    trainer.train()
+    assert logged(trainer, "gta/conflict_rate") == [0.0] * 5
+    cosines = []
+    for step in steps:
+        update, decisions = reference_update(trainer, trainer.model, step["before"], [step["inputs"]], scope, "none")
+        for name, expected in update.items():
+            torch.testing.assert_close(step["after"][name] - step["before"][name], expected, rtol=1e-4, atol=1e-7)
+        cosines += [d.cosine for d in decisions]
+    assert min(cosines) < 0, cosines  # the rule would have dropped the supervised gradient there
+
+
+class StubScaler:
+    """Accelerate's fp16 GradScaler as the trainer uses it: `scale(loss)` and `get_scale()`."""
+
+    def __init__(self, scale: float) -> None:
+        self.factor = scale
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self.factor
+
+    def get_scale(self) -> float:
+        return self.factor
+
+
+@pytest.mark.parametrize("scope", ["step", "micro_batch"])
+@pytest.mark.parametrize("strategy", ["drop", "project"])
+def test_fp16_loss_scale_applies_to_both_gradients(tmp_path, tokenizer, raw_dataset, scope, strategy):
+    """With the loss scaler stubbed, p.grad before unscaling is scale x the combination of the unscaled gradients:
+    the SFT gradient is scaled like the RL one (no underflow), and never twice."""
+    dataset = build_gta_dataset(raw_dataset)
+    args = make_args(tmp_path, conflict_strategy=strategy, conflict_scope=scope)
+    trainer = GTATrainer(model=tiny_model(tokenizer), args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    inputs = trainer._generate_and_score_completions([dataset[i] for i in (0, 0, 0, 0, 4, 4, 4, 4)])
+    inputs["advantages"] = torch.linspace(-1, 1, 8)
+    sft, expected = micro_batch_gradients(trainer, trainer.model, inputs, 1)
+    combine_gradients(sft, expected, strategy)
+
+    trainer.accelerator.scaler = StubScaler(2.0**10)
+    try:
+        trainer.accelerator.backward(trainer.compute_loss(trainer.model, inputs))  # as training_step does
+        trainer._combine_step_gradients()  # as the sync step does before clipping (a no-op per micro-batch)
+    finally:
+        trainer.accelerator.scaler = None
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    for p, g in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.grad / 2.0**10, g, rtol=1e-4, atol=1e-7)
 
 
 # ---------------------------------------------------------------- inputs GRPOTrainer accepts

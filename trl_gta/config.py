@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .losses import CONFLICT_STRATEGIES, SFT_REDUCTIONS
+from .losses import CONFLICT_SCOPES, CONFLICT_STRATEGIES, SFT_REDUCTIONS
 from .reply_format import check_label_set
 
 
@@ -23,7 +23,14 @@ class GTAConfig(GRPOConfig):
         conflict_strategy (`str`, *optional*, defaults to `"drop"`):
             What to do when the two gradients conflict (negative cosine): `"drop"` keeps the RL gradient only (the
             paper's rule), `"project"` removes from the SFT gradient its component along the RL gradient
-            (PCGrad-style), `"none"` sums them (the cosine is still measured and logged).
+            (PCGrad-style), `"none"` sums them (the cosine is still measured, on logging steps only). When every
+            advantage in the rule's scope is zero, the RL gradient is only the KL/entropy pull towards the reference
+            and never counts as a conflict; otherwise the whole RL gradient (policy + KL + entropy terms) is compared.
+        conflict_scope (`str`, *optional*, defaults to `"step"`):
+            Where the rule acts. `"step"` (the paper's rule): once per optimizer step, on the SFT and RL gradients
+            accumulated over the accumulation window and averaged over processes, before gradient clipping; costs
+            one extra trainable-gradient buffer. `"micro_batch"`: on each micro-batch's gradients, per process, before
+            DDP averages the combined gradient. DeepSpeed supports only `"micro_batch"`.
         sft_loss_reduction (`str`, *optional*, defaults to `"sequence_sum"`):
             How L_SFT reduces over guess tokens: `"sequence_sum"` sums each example's token log-likelihoods and
             averages over examples (the paper's L_SFT); `"token_mean"` averages over all guess tokens (a language-
@@ -42,8 +49,17 @@ class GTAConfig(GRPOConfig):
         default="drop",
         metadata={
             "help": "Gradient-conflict rule when cos(∇L_SFT, ∇L_RL) < 0: 'drop' keeps the RL gradient only (paper), "
-            "'project' removes the SFT component along the RL gradient (PCGrad), 'none' sums them.",
+            "'project' removes the SFT component along the RL gradient (PCGrad), 'none' sums them. All-zero "
+            "advantages (RL gradient = KL/entropy pull only) never count as a conflict.",
             "choices": list(CONFLICT_STRATEGIES),
+        },
+    )
+    conflict_scope: str = field(
+        default="step",
+        metadata={
+            "help": "Where the conflict rule acts: 'step' once per optimizer step on the accumulated, "
+            "process-averaged gradients (paper); 'micro_batch' on each micro-batch's gradients, per process.",
+            "choices": list(CONFLICT_SCOPES),
         },
     )
     sft_loss_reduction: str = field(
@@ -67,6 +83,8 @@ class GTAConfig(GRPOConfig):
             raise ValueError(
                 f"conflict_strategy must be one of {CONFLICT_STRATEGIES}, got {self.conflict_strategy!r}."
             )
+        if self.conflict_scope not in CONFLICT_SCOPES:
+            raise ValueError(f"conflict_scope must be one of {CONFLICT_SCOPES}, got {self.conflict_scope!r}.")
         if self.sft_loss_reduction not in SFT_REDUCTIONS:
             raise ValueError(f"sft_loss_reduction must be one of {SFT_REDUCTIONS}, got {self.sft_loss_reduction!r}.")
         if self.sft_weight < 0 or self.rl_weight < 0:
@@ -74,6 +92,6 @@ class GTAConfig(GRPOConfig):
         if self.labels is not None:
             self.labels = check_label_set(self.labels)
         if self.ddp_find_unused_parameters is None:
-            # the combined gradient reaches every trainable parameter through one surrogate backward
+            # the trainer's backward (RL loss or surrogate) reaches every trainable parameter
             self.ddp_find_unused_parameters = False
         super().__post_init__()

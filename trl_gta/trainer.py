@@ -1,16 +1,21 @@
 """`GTATrainer`: TRL's GRPOTrainer plus a supervised guess loss, guess-span masking and gradient-conflict rules.
 
-Four hooks, each small:
+Five hooks, each small:
 - `_generate_and_score_completions`: mask the sampled guess span out of the RL loss (through `tool_mask`) and
   attach the teacher-forced gold-guess targets to every row;
 - `_calculate_rewards`: log what TRL does not (the rollouts' guess accuracy and truncated prompts; TRL already logs
   each reward function's mean);
-- `compute_loss`: TRL's GRPO loss + the guess cross-entropy, combined by `combine_gradients` (see `losses.py`);
+- `compute_loss`: TRL's GRPO loss + the guess cross-entropy, their gradients kept apart where the conflict rule
+  needs them (see `losses.py` for the rule);
+- `_clip_grad_norm` / `_get_grad_norm`: with `conflict_scope="step"`, apply the rule once per optimizer step to the
+  accumulated, process-averaged gradients, before clipping;
 - `save_model` / `_load_optimizer_and_scheduler`: save and check on resume what GTA adds (labels, prompt template).
 
-The conflict rule acts per micro-batch and per process, on local gradients, before DDP averages the combined
-gradient. That is where both gradients exist without keeping two extra gradient buffers across accumulation steps
-and all-reducing them separately; it is also the paper's per-batch rule when each step is one micro-batch.
+Step scope (default): the RL loss goes through the trainer's own `backward()` (loss scaling, DDP all-reduce and
+accumulation into `p.grad` unchanged), the SFT gradient accumulates over the window in one extra buffer, and at the
+sync step that buffer is averaged over processes, compared with `p.grad` and combined into it in place.
+Micro-batch scope: both gradients of the micro-batch are taken with `torch.autograd.grad`, combined per process, and
+returned as a surrogate loss whose single `backward()` DDP all-reduces.
 """
 
 import logging
@@ -19,6 +24,7 @@ import textwrap
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from datasets import Dataset, IterableDataset
 from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -50,12 +56,6 @@ GTA_CITATION = textwrap.dedent("""\
         url       = {https://aclanthology.org/2025.findings-emnlp.56/},
         eprint    = {2509.12108},
     }""")
-
-
-def _gradients(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    if not loss.requires_grad:
-        return [torch.zeros_like(p) for p in params]
-    return list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
 
 
 def _named_eval_datasets(eval_dataset) -> list[tuple[str, Any]]:
@@ -140,29 +140,55 @@ class GTATrainer(GRPOTrainer):
         self.dataset_names: list[str] = []  # shown in the model card
         self._target_cache: dict[tuple[str, str], list[int]] = {}
         self._trainable_params: list[torch.Tensor] | None = None
-        self._combine = self._check_gradient_setup()
+        self._decomposable = self._check_gradient_setup()
+        # step scope: the SFT gradient accumulated over the current window, and its largest |advantage|
+        self._sft_grads: list[torch.Tensor | None] | None = None
+        self._window_advantage: torch.Tensor | None = None
+
+    def _zero_stage(self) -> int | None:
+        """DeepSpeed's ZeRO stage, None without DeepSpeed."""
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        return plugin.zero_stage if self.is_deepspeed_enabled and plugin is not None else None
 
     @staticmethod
     def _reentrant(args: GTAConfig) -> bool:
         return bool((args.gradient_checkpointing_kwargs or {}).get("use_reentrant"))
 
     def _check_gradient_setup(self) -> bool:
-        """Whether the two gradients can be taken apart here (not under parameter sharding)."""
-        if self.args.sft_weight == 0:
+        """Whether the SFT and RL gradients can be kept apart here; raise if the conflict rule needs it and cannot.
+
+        `conflict_strategy="none"` (and `sft_weight=0`) needs no gradient surgery: where the gradients cannot be kept
+        apart it trains on the plain weighted sum with one backward and logs no cosine.
+        """
+        args = self.args
+        if args.sft_weight == 0:
             return False
-        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        sharded = self.is_fsdp_enabled or (self.is_deepspeed_enabled and plugin is not None and plugin.zero_stage == 3)
-        if sharded and self.args.conflict_strategy != "none":
-            raise ValueError(
-                f"conflict_strategy={self.args.conflict_strategy!r} needs whole per-parameter gradients, which "
-                "DeepSpeed ZeRO-3 and FSDP shard. Use ZeRO-2/DDP, or conflict_strategy='none'."
+        if self.is_fsdp_enabled or self._zero_stage() == 3:
+            reason = (
+                "needs whole per-parameter gradients, which DeepSpeed ZeRO-3 and FSDP shard. Use DDP (or ZeRO-1/2 "
+                "with conflict_scope='micro_batch')"
             )
-        if self.args.gradient_checkpointing and self._reentrant(self.args):  # set by the user, or TRL (LoRA + ZeRO-3)
-            raise ValueError(
-                "Reentrant gradient checkpointing cannot serve torch.autograd.grad, which GTA needs to measure and "
-                "combine the SFT and RL gradients. Set gradient_checkpointing_kwargs={'use_reentrant': False}."
+        elif args.gradient_checkpointing and self._reentrant(args):  # set by the user, or TRL (LoRA + ZeRO-3)
+            reason = (
+                "needs torch.autograd.grad, which reentrant gradient checkpointing cannot serve. Set "
+                "gradient_checkpointing_kwargs={'use_reentrant': False}"
             )
-        return not sharded
+        elif self.is_deepspeed_enabled and args.conflict_scope == "step":
+            reason = (
+                "with conflict_scope='step' needs the optimizer step's gradients before clipping, but DeepSpeed "
+                "reduces, clips and steps inside backward(). Use conflict_scope='micro_batch' (ZeRO-1/2)"
+            )
+        elif self.is_deepspeed_enabled and args.fp16:
+            reason = (
+                "needs the two gradients taken apart, and DeepSpeed applies its fp16 loss scale only inside its own "
+                "backward(), so they could underflow. Use bf16"
+            )
+        else:
+            return True
+        if args.conflict_strategy != "none":
+            raise ValueError(f"conflict_strategy={args.conflict_strategy!r} {reason}, or conflict_strategy='none'.")
+        logger.info("GTA trains on the plain sum of the SFT and RL losses here; gta/grad_cosine is not logged.")
+        return False
 
     # ----------------------------------------------------------------------------------------------- rollouts
     def _guess_targets(self, label: str, prefix: str) -> list[int]:
@@ -240,30 +266,132 @@ class GTATrainer(GRPOTrainer):
             ).logits
         return guess_cross_entropy(logits[:, :-1], targets, self.args.sft_loss_reduction)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        rl_loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self.args.sft_weight == 0:
-            return self.args.rl_weight * rl_loss
+    def _sft_term(self, model, inputs) -> torch.Tensor:
+        """`sft_weight * L_SFT`, scaled for gradient accumulation in training as TRL's RL loss is; logs `L_SFT`."""
         mode = "train" if self.model.training else "eval"
         sft_loss = self._guess_loss(model, inputs)
         self._metrics[mode]["gta/sft_loss"].append(self.accelerator.gather(sft_loss.detach()).mean().item())
         if mode == "train":
-            sft_loss = sft_loss / self.current_gradient_accumulation_steps  # TRL's RL loss is already scaled
-        sft_term, rl_term = self.args.sft_weight * sft_loss, self.args.rl_weight * rl_loss
-        total = sft_term + rl_term
-        if not (self._combine and torch.is_grad_enabled() and total.requires_grad):
-            return total
+            sft_loss = sft_loss / self.current_gradient_accumulation_steps
+        return self.args.sft_weight * sft_loss
+
+    def _rl_term(self, model, inputs) -> torch.Tensor:
+        return self.args.rl_weight * super().compute_loss(model, inputs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.args.sft_weight == 0:
+            return self.args.rl_weight * super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        decompose = (
+            self._decomposable
+            and self.model.training
+            and torch.is_grad_enabled()
+            and (self.args.conflict_strategy != "none" or self._is_logging_step())  # "none" only measures
+        )
+        if not decompose:
+            return self._rl_term(model, inputs) + self._sft_term(model, inputs)
         if self._trainable_params is None:
             self._trainable_params = [p for p in model.parameters() if p.requires_grad]
-        params = self._trainable_params
-        combined = combine_gradients(
-            _gradients(sft_term, params), _gradients(rl_term, params), self.args.conflict_strategy
+        if self.args.conflict_scope == "step":
+            return self._step_scope_loss(model, inputs)
+        return self._micro_batch_loss(model, inputs)
+
+    def _is_logging_step(self) -> bool:
+        """Whether the trainer logs after the current optimizer step (transformers' DefaultFlowCallback's rule)."""
+        step = self.state.global_step + 1
+        return (step == 1 and self.args.logging_first_step) or (
+            self.args.logging_strategy == "steps" and step % self.state.logging_steps == 0
         )
-        stats = torch.tensor([combined.cosine, float(combined.conflict)], device=self.accelerator.device)
+
+    def _scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss as the trainer's `backward()` would differentiate it: times the fp16 loss scale, if any."""
+        scaler = self.accelerator.scaler
+        return scaler.scale(loss) if scaler is not None else loss
+
+    def _step_scope_loss(self, model, inputs) -> torch.Tensor:
+        """Add this micro-batch's SFT gradient to the window's buffer; return the RL loss for the trainer's backward.
+
+        The SFT graph is built and freed before the RL forward, so the two graphs never coexist.
+        """
+        params = self._trainable_params
+        with self.accelerator.no_sync(model):  # its backward must not start DDP's all-reduce of p.grad
+            sft_term = self._sft_term(model, inputs)
+            rl_grads = [p.grad for p in params]  # the RL gradient accumulated so far in the window
+            sft_grads = self._sft_grads or [None] * len(params)
+            try:
+                for p, g in zip(params, sft_grads, strict=True):
+                    p.grad = g
+                torch.autograd.backward(self._scaled(sft_term), inputs=params)  # accumulates in place
+                self._sft_grads = [p.grad for p in params]
+            finally:
+                for p, g in zip(params, rl_grads, strict=True):
+                    p.grad = g
+        advantage = inputs["advantages"].detach().abs().max()
+        previous = self._window_advantage
+        self._window_advantage = advantage if previous is None else torch.maximum(previous, advantage)
+        return self._rl_term(model, inputs) + sft_term.detach()
+
+    def _combine_step_gradients(self) -> None:
+        """Step scope, at the sync step: apply the conflict rule once to the window's gradients, into `p.grad`.
+
+        `p.grad` holds the RL gradient, accumulated over the window and already averaged over processes by DDP; the
+        SFT buffer is averaged here. Every process then computes the same decision from the same numbers.
+        """
+        if self._sft_grads is None:
+            return
+        pairs = [(p, s) for p, s in zip(self._trainable_params, self._sft_grads, strict=True) if s is not None]
+        advantage = self._window_advantage
+        self._sft_grads = self._window_advantage = None
+        for p, s in pairs:
+            if p.grad is None:  # not reached by the RL loss
+                p.grad = torch.zeros_like(s)
+        sft_grads, rl_grads = [s for _, s in pairs], [p.grad for p, _ in pairs]
+        del pairs
+        if self.accelerator.num_processes > 1:
+            works = [dist.all_reduce(s, async_op=True) for s in sft_grads]
+            works.append(dist.all_reduce(advantage, op=dist.ReduceOp.MAX, async_op=True))
+            for work in works:
+                work.wait()
+            torch._foreach_div_(sft_grads, float(self.accelerator.num_processes))
+        decision = combine_gradients(
+            sft_grads, rl_grads, self.args.conflict_strategy, rl_has_policy_gradient=bool(advantage > 0)
+        )
+        self._metrics["train"]["gta/grad_cosine"].append(decision.cosine)
+        self._metrics["train"]["gta/conflict_rate"].append(float(decision.conflict))
+
+    def _clip_grad_norm(self, model):
+        self._combine_step_gradients()  # clipping acts on the combined gradient
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        self._combine_step_gradients()  # called instead of _clip_grad_norm when max_grad_norm <= 0
+        return super()._get_grad_norm(model, grad_norm)
+
+    def _micro_batch_loss(self, model, inputs) -> torch.Tensor:
+        """Combine this micro-batch's two gradients on this process; return a surrogate carrying the combination.
+
+        The RL gradient is taken first, so its (larger) graph is freed before the supervised forward; the combination
+        is written into the RL gradient in place.
+        """
+        params = self._trainable_params
+        rl_term = self._rl_term(model, inputs)
+        rl_grads = self._gradients(rl_term, params)
+        sft_term = self._sft_term(model, inputs)
+        sft_grads = self._gradients(sft_term, params)
+        has_policy_gradient = bool(inputs["advantages"].abs().max() > 0)
+        decision = combine_gradients(sft_grads, rl_grads, self.args.conflict_strategy, has_policy_gradient)
+        del sft_grads
+        if self.accelerator.scaler is not None:  # the trainer's backward scales the surrogate again
+            torch._foreach_div_(rl_grads, self.accelerator.scaler.get_scale())
+        stats = torch.tensor([decision.cosine, float(decision.conflict)], device=self.accelerator.device)
         cosine, conflict = self.accelerator.gather(stats).view(-1, 2).mean(0).tolist()
-        self._metrics[mode]["gta/grad_cosine"].append(cosine)
-        self._metrics[mode]["gta/conflict_rate"].append(conflict)
-        return gradient_surrogate(params, combined.grads, total)
+        self._metrics["train"]["gta/grad_cosine"].append(cosine)
+        self._metrics["train"]["gta/conflict_rate"].append(conflict)
+        return gradient_surrogate(params, rl_grads, rl_term + sft_term)
+
+    def _gradients(self, loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        if not loss.requires_grad:
+            return [torch.zeros_like(p) for p in params]
+        return list(torch.autograd.grad(self._scaled(loss), params, allow_unused=True, materialize_grads=True))
 
     # ----------------------------------------------------------------------------------------------- saving
     def checkpoint_metadata(self) -> GTACheckpointMetadata:
@@ -275,6 +403,7 @@ class GTATrainer(GRPOTrainer):
                 "sft_weight",
                 "rl_weight",
                 "conflict_strategy",
+                "conflict_scope",
                 "sft_loss_reduction",
                 "mask_guess_in_rl",
                 "num_generations",
