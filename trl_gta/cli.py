@@ -131,7 +131,7 @@ def _load_model(model_args, training_args):
 
 def _run_training(script_args, training_args, model_args) -> None:
     from .evaluation import evaluate_classifier, write_results
-    from .methods import build_trainer, prompt_template
+    from .methods import build_trainer, fair_start_options, prompt_template
     from .registry import load_classification_dataset
 
     train_raw = load_classification_dataset(
@@ -149,6 +149,7 @@ def _run_training(script_args, training_args, model_args) -> None:
         peft_config,
         script_args.max_prompt_tokens,
         script_args.partial_format_reward,
+        **fair_start_options(script_args),
     )
     if hasattr(trainer, "dataset_names"):
         trainer.dataset_names = [script_args.dataset_name]
