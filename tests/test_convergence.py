@@ -196,3 +196,44 @@ def test_add_baselines_fills_legacy_rows_and_upgrades_the_header(tmp_path, conve
         expected = convergence.TfidfBaseline(train, test, sampler_seed)(int(row["examples"]))
         assert row["tfidf_accuracy"] == ("" if math.isnan(expected) else str(expected))
     assert convergence.add_baselines(args, preset) == 2  # only the rows at 0 examples (no baseline) again
+
+
+def test_runs_record_each_evaluation_once_and_sft_stops_at_its_plateau(tmp_path, model_dir, convergence, capsys):
+    """End to end on a tiny model: an RL run warms up (fair start v2), trains and writes its rows with the TF-IDF+LR
+    baseline; run again it is skipped as complete. sft_plateau stops once an epoch end brings no new best."""
+    folder = tmp_path / "data" / "toy"
+    folder.mkdir(parents=True)
+    pairs = [(f"{label} words number {i}", label) for i in range(4) for label in LABELS]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in pairs))
+    (folder / "test.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in pairs[:3]))
+    (folder / "labels.txt").write_text("\n".join(sorted(LABELS)))
+    preset = convergence.Preset(
+        None, 4, 2, 3, 2, 2, 4, 2, 1e-2, None, True, False, warmup_steps=1, plateau_max_epochs=4, plateau_patience=1
+    )
+    output = tmp_path / "convergence.csv"
+    args = Namespace(
+        dataset="toy",
+        data_dir=str(tmp_path / "data"),
+        output=str(output),
+        runs_dir=str(tmp_path / "runs"),
+        warmup_steps=1,
+        warmup_labels="random",
+    )
+    convergence.run_one(args, preset, "grpo", 0, model_dir)
+    assert (tmp_path / "runs" / "toy-grpo-n4-seed0" / "format_warmup").is_dir()
+    rows = convergence.read_csv(str(output))
+    assert [(r["step"], r["examples"], r["train_size"]) for r in rows] == [
+        ("0", "0", "4"),
+        ("1", "2", "4"),
+        ("2", "4", "4"),
+    ]
+    assert rows[0]["tfidf_accuracy"] == "" and all(0 <= float(r["tfidf_accuracy"]) <= 1 for r in rows[1:])
+    convergence.run_one(args, preset, "grpo", 0, model_dir)
+    assert "already complete" in capsys.readouterr().out and len(convergence.read_csv(str(output))) == 3
+
+    convergence.run_one(args, preset, "sft_plateau", 0, model_dir)
+    plateau = {
+        int(r["step"]): float(r["accuracy"]) for r in convergence.read_csv(str(output)) if r["method"] == "sft_plateau"
+    }
+    assert 2 in plateau and max(plateau) <= 8 and convergence.plateaued(plateau, 2, 1) == (max(plateau) < 8)
+    assert convergence.run_complete(preset, "sft_plateau", plateau)
