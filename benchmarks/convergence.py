@@ -247,7 +247,11 @@ class EvalCallback(TrainerCallback):
 
     def record(self, step: int) -> None:
         classifier = self.factory()
-        metrics, _ = evaluate_classifier(classifier, self.texts, self.gold, "answer", batch_size=16, max_new_tokens=64)
+        # evaluate_classifier seeds torch's RNG; training's sampling must go on as if no evaluation had happened
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            metrics, _ = evaluate_classifier(
+                classifier, self.texts, self.gold, "answer", batch_size=16, max_new_tokens=64
+            )
         classifier.model.train()
         examples = step * self.examples_per_step
         baseline = self.baseline(examples) if self.baseline is not None else math.nan

@@ -31,14 +31,18 @@ def numbered_dataset(n: int = 12) -> Dataset:
 
 
 def test_eval_rows_carry_the_runs_training_seed(tmp_path, tokenizer, convergence):
-    """The evaluation's own metrics include its sampling seed; the CSV row must keep the run's training seed."""
+    """The evaluation's own metrics include its sampling seed; the CSV row must keep the run's training seed, and the
+    evaluation leaves the training's random state alone."""
     classifier = GTAClassifier(tiny_model(tokenizer).eval(), tokenizer, LABELS)
     run = {"dataset": "d", "method": "gta", "seed": 7, "train_size": 6}
     callback = convergence.EvalCallback(
         run, lambda: classifier, ["wake me up"], ["alarm"], {1}, 2, {}, baseline=lambda examples: examples / 10
     )
     callback.run_path = str(tmp_path / "convergence.csv")
+    torch.manual_seed(11)
+    state = torch.get_rng_state()
     callback.record(3)
+    assert torch.equal(torch.get_rng_state(), state)  # the evaluation does not reseed training's sampling
     callback.record(0)
     with open(callback.run_path) as f:
         row, first = csv.DictReader(f)
