@@ -21,6 +21,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import time
 
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (the median is reported)")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--docs_img", default="docs/img", help="where the documentation site's copy of the plot goes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     classifier = GTAClassifier.from_pretrained(args.model, max_prompt_tokens=512)
@@ -165,6 +167,8 @@ def main() -> None:
     fig.tight_layout()
     png = os.path.join(args.out, "adaptive_curve.png")
     fig.savefig(png, dpi=100)
+    os.makedirs(args.docs_img, exist_ok=True)
+    shutil.copyfile(png, os.path.join(args.docs_img, os.path.basename(png)))
 
     setup = {
         "model": args.model,

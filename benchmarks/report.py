@@ -1,13 +1,17 @@
 #!/usr/bin/env python
-"""Plots and a markdown table from `benchmarks/results/convergence.csv` (nothing typed by hand).
+"""Plots and a markdown table from a `convergence.py` CSV (nothing typed by hand).
 
-python benchmarks/report.py [--csv benchmarks/results/convergence.csv] [--out benchmarks/results]
+python benchmarks/report.py [--csv benchmarks/results/convergence.csv] [--out benchmarks/results] [--docs_img docs/img]
+
+Files are named after the CSV: `convergence_cpu.csv` gives `convergence_cpu.md` and `convergence_cpu_<dataset>.png`.
+The plots are copied to `--docs_img` too, where the documentation site (docs_dir `docs/`) can show them.
 """
 
 import argparse
 import csv
 import math
 import os
+import shutil
 from collections import defaultdict
 
 import matplotlib
@@ -27,7 +31,10 @@ FIELDS = [
     "format_rate",
     "guess_accuracy",
     "mean_generated_tokens",
+    "train_size",  # distinct texts of the run's training sample
+    "tfidf_accuracy",  # TF-IDF+LR trained on the texts the run had seen by then (see convergence.py)
 ]
+TFIDF = "TF-IDF+LR"
 
 
 def read_rows(path: str) -> list[dict]:
@@ -36,8 +43,9 @@ def read_rows(path: str) -> list[dict]:
     for row in rows:
         for key in ("step", "examples", "seed"):
             row[key] = int(row[key])
-        for key in ("train_seconds", "accuracy", "weighted_f1", "format_rate", "guess_accuracy"):
+        for key in ("train_seconds", "accuracy", "weighted_f1", "format_rate", "guess_accuracy", "tfidf_accuracy"):
             row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
+        row["train_size"] = int(row["train_size"]) if row.get("train_size") else None
     return rows
 
 
@@ -50,7 +58,19 @@ def mean_ci(values: list[float], n_test: int) -> tuple[float, float, float]:
     return mean, max(centre - half, 0.0), min(centre + half, 1.0)
 
 
-def plot(rows: list[dict], dataset: str, out: str) -> str:
+def mean_by(rows: list[dict], x: str, y: str) -> dict[float, float]:
+    """Mean of `y` over the rows at each value of `x`, NaN values left out."""
+    points: dict[float, list[float]] = defaultdict(list)
+    for row in rows:
+        if not math.isnan(row[y]):
+            points[row[x]].append(row[y])
+    return {key: sum(values) / len(values) for key, values in sorted(points.items())}
+
+
+def plot(rows: list[dict], dataset: str, out: str, stem: str = "convergence") -> str:
+    """Accuracy against training examples seen and against training wall-clock, one curve per method (means over
+    seeds), with TF-IDF+LR trained on the same examples: a dashed curve against examples, and against wall-clock a
+    dotted line at its accuracy on the whole training sample (it trains in well under a second)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     by_method: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
@@ -61,13 +81,22 @@ def plot(rows: list[dict], dataset: str, out: str) -> str:
         secs = [sum(r["train_seconds"] for r in points[x]) / len(points[x]) for x in xs]
         axes[0].plot(xs, acc, marker="o", label=method)
         axes[1].plot([s / 60 for s in secs], acc, marker="o", label=method)
+    baseline = mean_by(rows, "examples", "tfidf_accuracy")
+    if baseline:
+        label = f"{TFIDF} (same examples)"
+        axes[0].plot(list(baseline), list(baseline.values()), linestyle="--", color="gray", label=label)
+        # every complete run's last evaluation had seen its whole sample
+        whole = [r["tfidf_accuracy"] for runs in final_rows(rows).values() for r in runs]
+        whole = [value for value in whole if not math.isnan(value)]
+        if whole:
+            axes[1].axhline(sum(whole) / len(whole), linestyle=":", color="gray", label=f"{TFIDF} (whole sample)")
     axes[0].set(xlabel="training examples seen", ylabel="answer accuracy", title=f"{dataset}: accuracy vs examples")
     axes[1].set(xlabel="training wall-clock (min)", ylabel="answer accuracy", title=f"{dataset}: accuracy vs time")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
     fig.tight_layout()
-    path = os.path.join(out, f"convergence_{dataset}.png")
+    path = os.path.join(out, f"{stem}_{dataset}.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -93,20 +122,20 @@ def final_rows(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 def table(rows: list[dict], n_test: int) -> str:
     final = final_rows(rows)
     lines = [
-        "| dataset | method | seeds | examples | accuracy [95% CI] | per seed | weighted F1 | format rate "
-        "| guess acc. | train min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| dataset | method | seeds | examples | accuracy [95% CI] | per seed | {TFIDF}, same texts | weighted F1 "
+        "| format rate | guess acc. | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (dataset, method), runs in sorted(final.items()):
         acc, low, high = mean_ci([r["accuracy"] for r in runs], n_test)
         per_seed = " / ".join(f"{r['accuracy']:.3f}" for r in runs)
         avg = {
             key: sum(r[key] for r in runs) / len(runs)
-            for key in ("weighted_f1", "format_rate", "guess_accuracy", "train_seconds")
+            for key in ("weighted_f1", "format_rate", "guess_accuracy", "train_seconds", "tfidf_accuracy")
         }
         lines.append(
             f"| {dataset} | {method} | {len(runs)} | {runs[0]['examples']} | {acc:.3f} [{low:.3f}, {high:.3f}] | "
-            f"{per_seed} | "
+            f"{per_seed} | {cell(avg['tfidf_accuracy'])} | "
             f"{avg['weighted_f1']:.3f} | {avg['format_rate']:.3f} | {cell(avg['guess_accuracy'])} | "
             f"{avg['train_seconds'] / 60:.1f} |"
         )
@@ -114,14 +143,18 @@ def table(rows: list[dict], n_test: int) -> str:
 
 
 def split_incomplete(rows: list[dict]) -> tuple[list[dict], list[str]]:
-    """Rows of the runs that reached their dataset's budget, and the names of those still short of it."""
+    """Rows of the runs that went through their training sample (`train_size` texts) at least once, and the names of
+    those still short of it. Rows without `train_size` count the longest run of their dataset as the budget."""
     budget: dict[str, int] = defaultdict(int)
     reached: dict[tuple[str, str, int], int] = defaultdict(int)
+    size: dict[tuple[str, str, int], int] = {}
     for row in rows:
         budget[row["dataset"]] = max(budget[row["dataset"]], row["examples"])
         key = (row["dataset"], row["method"], row["seed"])
         reached[key] = max(reached[key], row["examples"])
-    short = {key for key, examples in reached.items() if examples < budget[key[0]]}
+        if row.get("train_size"):
+            size[key] = row["train_size"]
+    short = {key for key, examples in reached.items() if examples < size.get(key, budget[key[0]])}
     complete = [row for row in rows if (row["dataset"], row["method"], row["seed"]) not in short]
     return complete, [f"{dataset}/{method}/seed {seed}" for dataset, method, seed in sorted(short)]
 
@@ -186,11 +219,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--csv", default="benchmarks/results/convergence.csv")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--docs_img", default="docs/img", help="where the documentation site's copies of the plots go")
     parser.add_argument("--test_size", type=int, default=200, help="held-out texts per evaluation (for the CI)")
     args = parser.parse_args()
+    stem = os.path.splitext(os.path.basename(args.csv))[0]
     rows, incomplete = split_incomplete(read_rows(args.csv))
+    os.makedirs(args.docs_img, exist_ok=True)
     for dataset in sorted({r["dataset"] for r in rows}):
-        print(f"wrote {plot([r for r in rows if r['dataset'] == dataset], dataset, args.out)}")
+        path = plot([r for r in rows if r["dataset"] == dataset], dataset, args.out, stem)
+        shutil.copyfile(path, os.path.join(args.docs_img, os.path.basename(path)))
+        print(f"wrote {path} and its copy in {args.docs_img}")
     markdown = table(rows, args.test_size)
     for dataset in sorted({r["dataset"] for r in rows}):
         verdicts = hypotheses(rows, dataset, args.test_size)
@@ -202,7 +240,7 @@ def main() -> None:
             markdown += "\n".join(f"- {line}" for line in verdicts)
     if incomplete:
         markdown += "\n\nLeft out, not finished yet: " + ", ".join(incomplete) + "."
-    with open(os.path.join(args.out, "convergence.md"), "w") as f:
+    with open(os.path.join(args.out, f"{stem}.md"), "w") as f:
         f.write(markdown + "\n")
     print(markdown)
 

@@ -19,6 +19,7 @@ from trl_gta.rewards import (
     full_responses,
     gta_format_reward,
     make_format_reward,
+    make_valid_label_reward,
     think_answer_format_reward,
 )
 
@@ -369,3 +370,28 @@ def test_nothing_raises_on_malformed_completions(completion):
     assert answer_accuracy_reward([completion], label=["alarm"], response_prefix=["<guess>"]) == [0.0]
     output = parse_gta(completion_text(completion))
     assert output.answer is None and not output.is_well_formed
+
+
+def test_valid_label_reward_pays_for_any_label_of_the_set():
+    """Any label of the set earns 1 (normalised, right or wrong); text outside it, a missing or repeated answer 0."""
+    reward = make_valid_label_reward(["alarm", "weather", "music"])
+    completions = [
+        GOOD,
+        "<think>x</think><answer> Weather. </answer>",
+        "<answer>final label</answer>",
+        "<guess>alarm</guess><think>The text is about.</think><answer>The text is about.</answer>",
+        "<guess>alarm</guess><think>because</think>",
+        "<answer>alarm</answer><answer>alarm</answer>",
+        [{"role": "assistant", "content": "<answer>music</answer>"}],
+    ]
+    assert reward(completions, label=["music"] * 7, trainer_state=None) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert reward.__name__ == "valid_label_reward"
+    assert reward(["alarm</guess><think>t</think><answer>alarm</answer>"], response_prefix=["<guess>"]) == [1.0]
+
+
+def test_valid_label_reward_reads_the_label_set_per_row():
+    reward = make_valid_label_reward()
+    completions = ["<answer>sport</answer>", "<answer>sport</answer>"]
+    assert reward(completions, label_set=[["sport", "tech"], ["alarm", "music"]]) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="no label set"):
+        reward(completions)

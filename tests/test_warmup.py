@@ -1,11 +1,14 @@
+from collections import Counter
+
+import pytest
 import torch
-from conftest import tiny_model
+from conftest import LABELS, tiny_model
 
 from trl_gta import GTAPromptTemplate
 from trl_gta.collator import GTACollator, label_free_targets
 from trl_gta.dataset import build_gta_dataset
-from trl_gta.reply_format import GTA_TAGS, THINK_ANSWER_TAGS
-from trl_gta.warmup import format_example, format_warmup
+from trl_gta.reply_format import GTA_TAGS, THINK_ANSWER_TAGS, parse_gta
+from trl_gta.warmup import THINK_TEMPLATES, format_example, format_warmup, neutral_thinks, random_label_replies
 
 
 def test_label_names_are_not_supervised(tokenizer):
@@ -35,8 +38,85 @@ def test_format_warmup_trains_in_place(tmp_path, tokenizer, raw_dataset):
     model = get_peft_model(tiny_model(tokenizer), LoraConfig(r=2, target_modules="all-linear"))
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     template = GTAPromptTemplate(response_prefix="<guess>")
-    warmed = format_warmup(
-        model, tokenizer, raw_dataset, template, str(tmp_path), max_steps=2, batch_size=4, learning_rate=1e-2
-    )
+    warmed = format_warmup(model, tokenizer, raw_dataset, template, str(tmp_path), 2, 4, 1e-2, labels="masked")
     assert warmed is model
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
+
+
+def test_random_label_replies_draw_labels_of_the_set_with_neutral_thinks():
+    """Labels are uniform over the set and the same in guess and answer; the think varies and never names a label."""
+    labels = ["alarm", "weather", "music"]
+    replies = random_label_replies(GTA_TAGS, labels, 3000, seed=1)
+    assert replies == random_label_replies(GTA_TAGS, labels, 3000, seed=1)
+    assert replies != random_label_replies(GTA_TAGS, labels, 3000, seed=2)
+    parsed = [parse_gta(reply) for reply in replies]
+    assert all(p.is_well_formed and p.guess == p.answer for p in parsed)
+    counts = Counter(p.answer for p in parsed)
+    assert set(counts) == set(labels) and all(900 < n < 1100 for n in counts.values())
+    assert {p.think for p in parsed} == set(THINK_TEMPLATES)
+    assert all(label not in p.think.casefold() for p in parsed for label in labels)
+    assert random_label_replies(THINK_ANSWER_TAGS, ["sport"], 1, templates=["Hm."]) == [
+        "<think>Hm.</think><answer>sport</answer>"
+    ]
+
+
+def test_think_templates_naming_a_label_are_left_out():
+    templates = ["Sport decides it.", "A sporty text.", "The label is clear."]
+    assert neutral_thinks(["sport", "tech"], templates) == ["A sporty text.", "The label is clear."]
+    assert neutral_thinks(["alarm", "weather"]) == list(THINK_TEMPLATES)
+    with pytest.raises(ValueError, match="Every think template names a label"):
+        neutral_thinks(["label", "sport"], templates[:1] + templates[2:])
+
+
+def test_random_warmup_supervises_whole_replies(tokenizer, raw_dataset, monkeypatch):
+    """The collated targets are drawn replies (after the prefix) plus EOS, every token supervised."""
+    captured = {}
+
+    class Recorder:
+        def __init__(self, model, args, train_dataset, processing_class, data_collator, peft_config):
+            captured.update(rows=train_dataset, collator=data_collator, args=args)
+            self.model = model
+
+        def train(self):
+            pass
+
+    monkeypatch.setattr("trl.SFTTrainer", Recorder)
+    template = GTAPromptTemplate(response_prefix="<guess>")
+    format_warmup(tiny_model(tokenizer), tokenizer, raw_dataset, template, "unused", max_steps=1, seed=3)
+    rows = captured["rows"]
+    assert rows["label"] == random_label_replies(GTA_TAGS, LABELS, len(raw_dataset), seed=3)
+    assert rows["label"] != [f"<guess>{g}</guess>" for g in build_gta_dataset(raw_dataset)["label"]]
+    batch = captured["collator"]([rows[0], rows[1]])
+    for row, labels in zip((rows[0], rows[1]), batch["labels"], strict=True):
+        supervised = labels[labels != -100]
+        assert supervised[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(supervised[:-1]) == row["label"][len("<guess>") :]
+    assert captured["args"].max_steps == 1 and captured["args"].seed == 3
+    with pytest.raises(ValueError, match="labels must be one of"):
+        format_warmup(tiny_model(tokenizer), tokenizer, raw_dataset, template, "unused", labels="gold")
+
+
+def test_format_warmup_wraps_with_peft_config_and_restores_checkpointing(tmp_path, tokenizer, raw_dataset):
+    """With `peft_config` the warm-up returns the PeftModel it trained; the SFT config's activation checkpointing
+    (on by default) does not leak into the RL run that follows."""
+    from peft import LoraConfig, PeftModel
+
+    model = tiny_model(tokenizer)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    template = GTAPromptTemplate.for_format("think_answer", response_prefix="<think>")
+    warmed = format_warmup(
+        model,
+        tokenizer,
+        raw_dataset,
+        template,
+        str(tmp_path),
+        max_steps=2,
+        batch_size=4,
+        learning_rate=1e-2,
+        peft_config=LoraConfig(r=2, target_modules="all-linear"),
+        gradient_checkpointing=True,
+    )
+    assert isinstance(warmed, PeftModel) and not warmed.is_activation_checkpointing
+    lora = [p for n, p in warmed.named_parameters() if "lora_B" in n]
+    assert lora and any(p.abs().sum() > 0 for p in lora)  # B starts at zero: the adapter was trained
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)  # base frozen

@@ -4,6 +4,7 @@
 gta and grpo, `trl.SFTConfig` for sft), the prompt format, the rewards and the collator.
 """
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,9 +12,10 @@ import trl
 
 from .collator import GTACollator
 from .config import GTAConfig
-from .dataset import build_gta_dataset
+from .dataset import build_gta_dataset, dataset_label_set
 from .prompts import GTAPromptTemplate
-from .rewards import answer_accuracy_reward, format_reward_for, make_partial_format_reward
+from .rewards import answer_accuracy_reward, format_reward_for, make_partial_format_reward, make_valid_label_reward
+from .warmup import WARMUP_LABELS, format_warmup
 
 METHODS = ("gta", "grpo", "sft")
 DEFAULT_PROMPT_FORMAT = {"gta": "gta", "grpo": "think_answer", "sft": "answer"}
@@ -49,12 +51,48 @@ class ScriptArguments(trl.ScriptArguments):
         default=False,
         metadata={"help": "Fair start for RL: add a reward crediting each well-placed block of the format."},
     )
+    valid_label_reward: bool = field(
+        default=False,
+        metadata={"help": "Fair start for RL: add a reward of 1 for an answer that is a label of the set (any one)."},
+    )
+    format_warmup_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Fair start for RL (gta, grpo): supervised steps on replies in the method's format before RL, "
+            "carrying no task signal (see format_warmup_labels); for a model that never writes the format. 0: none. "
+            "Skipped when resuming from a checkpoint, which holds the warmed-up weights."
+        },
+    )
+    format_warmup_labels: str = field(
+        default="random",
+        metadata={
+            "help": "What fills the warm-up's label slots: random (labels drawn independently of the text; the model "
+            "learns to answer with a label of the set) or masked (gold labels masked out of the loss; the model "
+            "learns the tags only).",
+            "choices": list(WARMUP_LABELS),
+        },
+    )
+    format_warmup_batch_size: int = field(default=8, metadata={"help": "Rows per format warm-up step."})
+    format_warmup_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the format warm-up (default: the run's learning_rate)."}
+    )
     accelerate_config: str | None = field(
         default=None, metadata={"help": "The accelerate config the recipe is meant for (checked by --dry_run)."}
     )
     dry_run: bool = field(
         default=False, metadata={"help": "Validate the configuration and exit without loading weights."}
     )
+
+
+def fair_start_options(script_args: ScriptArguments) -> dict[str, Any]:
+    """The fair-start keyword arguments of `build_trainer` that `trl-gta train` takes from its script arguments."""
+    return {
+        "valid_label_reward": script_args.valid_label_reward,
+        "format_warmup_steps": script_args.format_warmup_steps,
+        "format_warmup_labels": script_args.format_warmup_labels,
+        "format_warmup_batch_size": script_args.format_warmup_batch_size,
+        "format_warmup_learning_rate": script_args.format_warmup_learning_rate,
+    }
 
 
 def prompt_template(script_args: ScriptArguments, chat_template_kwargs: dict | None = None) -> GTAPromptTemplate:
@@ -90,10 +128,23 @@ def build_trainer(
     peft_config: Any = None,
     max_prompt_tokens: int | None = None,
     partial_format_reward: bool = False,
+    valid_label_reward: bool = False,
+    format_warmup_steps: int = 0,
+    format_warmup_labels: str = "random",
+    format_warmup_batch_size: int = 8,
+    format_warmup_learning_rate: float | None = None,
 ):
-    """A trainer for `method` on a raw (`text`, `label`) dataset, with prompts from `template`."""
+    """A trainer for `method` on a raw (`text`, `label`) dataset, with prompts from `template`.
+
+    The fair-start options of the RL methods (gta, grpo) apply to both alike: `partial_format_reward` and
+    `valid_label_reward` add shaping rewards, and `format_warmup_steps > 0` runs `format_warmup` on the same data and
+    template before the trainer is built (with `peft_config`, on the adapter the trainer then continues; skipped when
+    `args.resume_from_checkpoint` is set, since the checkpoint holds the warmed-up weights).
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if method == "sft" and (format_warmup_steps or valid_label_reward):
+        raise ValueError("format_warmup_steps and valid_label_reward are fair-start options of the RL methods.")
     rows = build_gta_dataset(
         train_dataset, template=template, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens
     )
@@ -124,6 +175,27 @@ def build_trainer(
     rewards = [format_reward_for(template.tags), answer_accuracy_reward]
     if partial_format_reward:
         rewards.append(make_partial_format_reward(template.tags))
+    if valid_label_reward:
+        rewards.append(make_valid_label_reward(args.labels or dataset_label_set(rows)))
+    if format_warmup_steps and not args.resume_from_checkpoint:
+        model = format_warmup(
+            model,
+            tokenizer,
+            train_dataset,
+            template,
+            os.path.join(args.output_dir, "format_warmup"),
+            max_steps=format_warmup_steps,
+            batch_size=format_warmup_batch_size,
+            learning_rate=format_warmup_learning_rate or args.learning_rate,
+            seed=args.seed,
+            labels=format_warmup_labels,
+            peft_config=peft_config,
+            max_prompt_tokens=max_prompt_tokens,
+            bf16=args.bf16,
+            use_cpu=args.use_cpu,
+            gradient_checkpointing=args.gradient_checkpointing,
+        )
+        peft_config = None  # the warm-up wrapped the model; the trainer continues its adapter
     return GTATrainer(
         model=model,
         reward_funcs=rewards,

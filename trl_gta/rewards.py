@@ -15,6 +15,7 @@ from .reply_format import (
     completion_text,
     extract_block,
     is_well_formed,
+    match_label,
     normalize_label,
 )
 
@@ -92,3 +93,44 @@ def answer_accuracy_reward(
         answer = extract_block(text, "answer", unique=True)
         rewards.append(float(answer is not None and normalize_label(answer) == normalize_label(str(gold))))
     return rewards
+
+
+def make_valid_label_reward(labels: Sequence[str] | None = None) -> RewardFunc:
+    """A reward of 1.0 when the single `<answer>` block names a label of the set (any one), else 0.0.
+
+    Shaping for a fair start: it pays for answering with *a* label of the set, so a policy drifting towards answers
+    outside it (a copied format description, a fixed sentence) is pulled back to where the accuracy reward can tell
+    its completions apart. It never pays more for the right label: that is the accuracy reward's job.
+
+    Args:
+        labels: The label set, compared after `normalize_label`. None reads it per row from a `label_set` dataset
+            column (one list of names per row), for data that mixes label sets.
+
+    Returns:
+        A reward function in TRL's signature (`completions`, optional `response_prefix` and `label_set` columns),
+        one float per completion, named `valid_label_reward`.
+
+    Example:
+        >>> reward = make_valid_label_reward(["sport", "tech"])
+        >>> reward(["<answer>Sport</answer>", "<answer>cooking</answer>", "<answer>tech</answer><answer>x</answer>"])
+        [1.0, 0.0, 0.0]
+    """
+    fixed = list(labels) if labels is not None else None
+
+    def valid_label_reward(
+        completions: Sequence,
+        response_prefix: Sequence[str] | None = None,
+        label_set: Sequence[Sequence[str]] | None = None,
+        **kwargs,
+    ) -> list[float]:
+        if fixed is None and label_set is None:
+            raise ValueError(
+                "valid_label_reward has no label set: pass labels, or give the dataset a label_set column."
+            )
+        sets = [fixed] * len(completions) if fixed is not None else label_set
+        return [
+            float(match_label(extract_block(text, "answer", unique=True), list(names)) is not None)
+            for text, names in zip(full_responses(completions, response_prefix), sets, strict=True)
+        ]
+
+    return valid_label_reward

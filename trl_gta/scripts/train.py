@@ -97,7 +97,7 @@ def main(script_args, training_args, model_args) -> None:
         model_args: `trl.ModelConfig`.
     """
     from ..evaluation import evaluate_classifier, write_results
-    from ..methods import build_trainer, prompt_template
+    from ..methods import build_trainer, fair_start_options, prompt_template
     from ..registry import load_classification_dataset
 
     _check(script_args)
@@ -116,6 +116,7 @@ def main(script_args, training_args, model_args) -> None:
         peft_config,
         script_args.max_prompt_tokens,
         script_args.partial_format_reward,
+        **fair_start_options(script_args),
     )
     if hasattr(trainer, "dataset_names"):
         trainer.dataset_names = [script_args.dataset_name]
