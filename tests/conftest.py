@@ -8,6 +8,8 @@ from datasets import ClassLabel, Dataset, Features, Value
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
 
+from trl_gta import GTAConfig, GTATrainer, build_gta_dataset
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)
@@ -113,6 +115,41 @@ def tiny_model(tokenizer, arch: str = "qwen2", seed: int = 0):
     )
     config_class = {"qwen2": Qwen2Config, "qwen3": Qwen3Config, "llama": LlamaConfig}[arch]
     return AutoModelForCausalLM.from_config(config_class(**common))
+
+
+CPU_TRAINING = dict(report_to="none", bf16=False, use_cpu=True, save_strategy="no", logging_steps=1, seed=0)
+"""Trainer settings of every CPU test: no reporting, float32, no checkpoints, a log line per step, seeded."""
+
+
+def gta_args(output_dir, **overrides) -> GTAConfig:
+    """A small GTA run on CPU: 4 completions per step (one prompt x 4 generations), 2 steps, short completions."""
+    base = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=12,
+        max_steps=2,
+        learning_rate=1e-2,
+        **CPU_TRAINING,
+    )
+    return GTAConfig(**{**base, **overrides})
+
+
+@pytest.fixture
+def make_trainer(tmp_path, tokenizer, raw_dataset):
+    """`make_trainer(**config)`: a GTATrainer on a tiny model and the fixture rows; `model=`, `train_dataset=` and
+    trainer keyword arguments (e.g. `peft_config=`) pass through."""
+
+    def make(model=None, train_dataset=None, trainer_kwargs=None, **config) -> GTATrainer:
+        return GTATrainer(
+            model=model if model is not None else tiny_model(tokenizer),
+            args=gta_args(tmp_path / "out", **config),
+            train_dataset=train_dataset if train_dataset is not None else build_gta_dataset(raw_dataset),
+            processing_class=tokenizer,
+            **(trainer_kwargs or {}),
+        )
+
+    return make
 
 
 def length_reward(completions, **kwargs) -> list[float]:

@@ -9,14 +9,12 @@ import os
 import sys
 
 import torch
+from conftest import CPU_TRAINING, LABELS, TEXTS, length_reward, tiny_model
+from datasets import ClassLabel, Dataset, Features, Value
+from gradient_reference import record_steps
+from transformers import AutoTokenizer
 
-sys.path.insert(0, os.path.dirname(__file__))
-from conftest import LABELS, TEXTS, length_reward, tiny_model  # noqa: E402
-from datasets import ClassLabel, Dataset, Features, Value  # noqa: E402
-from gradient_reference import record_steps  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
-
-from trl_gta import GTAConfig, GTATrainer, build_gta_dataset  # noqa: E402
+from trl_gta import GTAConfig, GTATrainer, build_gta_dataset
 
 torch.set_num_threads(1)
 model_dir, out_dir, runs = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -43,13 +41,8 @@ for run in runs:
         sft_weight=3.0,
         conflict_strategy=strategy,
         conflict_scope=scope,
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
         ddp_backend="gloo",
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
+        **CPU_TRAINING,
     )
     trainer = GTATrainer(
         model=tiny_model(tokenizer),

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import LABELS, tiny_model
+from conftest import CPU_TRAINING, LABELS, tiny_model
 
 from trl_gta.collator import GTACollator, target_token_ids
 from trl_gta.dataset import build_gta_dataset
@@ -149,14 +149,9 @@ def test_sft_warm_up_with_trl_sft_trainer(tmp_path, raw_dataset, tokenizer):
         max_steps=2,
         per_device_train_batch_size=4,
         learning_rate=1e-2,
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
+        **CPU_TRAINING,
     )
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, data_collator=collator

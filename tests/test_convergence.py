@@ -2,7 +2,6 @@ import csv
 import importlib
 import json
 import math
-import os
 from argparse import Namespace
 
 import pytest
@@ -14,12 +13,9 @@ from transformers import TrainerControl, TrainerState
 from trl_gta import GTAClassifier, GTAPromptTemplate
 from trl_gta.dataset import build_gta_dataset
 
-BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
-
 
 @pytest.fixture
-def convergence(monkeypatch):
-    monkeypatch.syspath_prepend(BENCHMARKS)
+def convergence():
     return importlib.import_module("convergence")
 
 

@@ -16,7 +16,11 @@ RUNS = [("step", "drop"), ("micro_batch", "drop")]
 def ddp_runs(tmp_path_factory, model_dir) -> str:
     """One two-process CPU DDP (gloo) launch training every run of RUNS; returns the folder of the ranks' records."""
     out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), os.path.dirname(__file__)]),
+    }
     worker = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", worker]
     runs = [f"{scope}:{strategy}" for scope, strategy in RUNS]

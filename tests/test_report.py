@@ -1,15 +1,9 @@
 import csv
-import importlib.util
 import math
 import os
 
 import pytest
-
-spec = importlib.util.spec_from_file_location(
-    "report", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "report.py")
-)
-report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(report)
+import report
 
 
 def test_report_tables_and_plots_come_from_the_csv(tmp_path):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from conftest import LABELS, length_reward, tiny_model
+from conftest import LABELS, gta_args, length_reward, tiny_model
 from datasets import Dataset
 from gradient_reference import micro_batch_gradients, record_steps, reference_update
 from huggingface_hub import ModelCard
@@ -18,21 +18,7 @@ GTA_KEYS = ["gta/sft_loss", "gta/grad_cosine", "gta/conflict_rate", "gta/guess_a
 
 
 def make_args(tmp_path, **overrides) -> GTAConfig:
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=12,
-        max_steps=2,
-        learning_rate=1e-2,
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-    )
-    return GTAConfig(**{**base, **overrides})
+    return gta_args(tmp_path / "out", **overrides)
 
 
 def logged(trainer, key):
@@ -183,17 +169,11 @@ def test_update_equals_the_rule_applied_by_hand_with_accumulation(tmp_path, toke
         assert any(c < 0 for step in reference_cosines for c in step), reference_cosines  # the rule was exercised
 
 
-def test_zero_rl_gradient_is_no_conflict_and_no_nan(tmp_path, tokenizer, raw_dataset):
+def test_zero_rl_gradient_is_no_conflict_and_no_nan(tmp_path, tokenizer, raw_dataset, make_trainer):
     def constant_reward(completions, **kwargs):
         return [1.0] * len(completions)
 
-    trainer = GTATrainer(
-        model=tiny_model(tokenizer),
-        reward_funcs=[constant_reward],
-        args=make_args(tmp_path, beta=0.0),
-        train_dataset=build_gta_dataset(raw_dataset),
-        processing_class=tokenizer,
-    )
+    trainer = make_trainer(trainer_kwargs={"reward_funcs": [constant_reward]}, beta=0.0)
     trainer.train()
     assert logged(trainer, "gta/grad_cosine") == [0.0, 0.0]
     assert logged(trainer, "gta/conflict_rate") == [0.0, 0.0]
@@ -201,14 +181,12 @@ def test_zero_rl_gradient_is_no_conflict_and_no_nan(tmp_path, tokenizer, raw_dat
     assert all(v > 0 for v in logged(trainer, "gta/sft_loss"))
 
 
-def test_guess_span_is_masked_from_the_rl_loss(tmp_path, tokenizer, raw_dataset):
+def test_guess_span_is_masked_from_the_rl_loss(tmp_path, tokenizer, raw_dataset, make_trainer):
     from trl_gta import GTAPromptTemplate
 
     template = GTAPromptTemplate(response_prefix="<guess>")
     dataset = build_gta_dataset(raw_dataset, template=template, tokenizer=tokenizer)
-    trainer = GTATrainer(
-        model=tiny_model(tokenizer), args=make_args(tmp_path), train_dataset=dataset, processing_class=tokenizer
-    )
+    trainer = make_trainer(train_dataset=dataset)
     rows = [dataset[0]] * 4
     completion = "alarm</guess><think>x</think><answer>alarm</answer>"
     ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -238,14 +216,8 @@ def test_gta_rl_ablation_runs_without_sft(tmp_path, tokenizer, raw_dataset):
     assert logged(trainer, "gta/guess_accuracy")
 
 
-def test_lora_training_and_save_writes_gta_metadata(tmp_path, tokenizer, raw_dataset):
-    trainer = GTATrainer(
-        model=tiny_model(tokenizer),
-        args=make_args(tmp_path),
-        train_dataset=build_gta_dataset(raw_dataset),
-        processing_class=tokenizer,
-        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
-    )
+def test_lora_training_and_save_writes_gta_metadata(tmp_path, tokenizer, raw_dataset, make_trainer):
+    trainer = make_trainer(trainer_kwargs={"peft_config": LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")})
     lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert lora and all("lora" in n for n in lora)
     trainer.train()
@@ -264,64 +236,39 @@ def test_lora_training_and_save_writes_gta_metadata(tmp_path, tokenizer, raw_dat
     assert "conflict_strategy | drop" in card.text
 
 
-def test_resume_restores_gta_state_and_refuses_other_labels(tmp_path, tokenizer, raw_dataset):
+def test_resume_restores_gta_state_and_refuses_other_labels(tmp_path, tokenizer, raw_dataset, make_trainer):
     dataset = build_gta_dataset(raw_dataset)
     args = make_args(tmp_path, save_strategy="steps", save_steps=1, max_steps=2)
     GTATrainer(model=tiny_model(tokenizer), args=args, train_dataset=dataset, processing_class=tokenizer).train()
     checkpoint = os.path.join(args.output_dir, "checkpoint-2")
     assert os.path.exists(os.path.join(checkpoint, GTA_CONFIG_FILE))
 
-    resumed = GTATrainer(
-        model=tiny_model(tokenizer),
-        args=make_args(tmp_path, max_steps=3),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-    )
+    resumed = make_trainer(train_dataset=dataset, max_steps=3)
     resumed.train(resume_from_checkpoint=checkpoint)
     assert resumed.state.global_step == 3
     assert resumed.labels == LABELS
 
-    other = GTATrainer(
-        model=tiny_model(tokenizer),
-        args=make_args(tmp_path, max_steps=3, labels=["music", "weather", "alarm"]),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-    )
+    other = make_trainer(train_dataset=dataset, max_steps=3, labels=["music", "weather", "alarm"])
     with pytest.raises(ValueError, match="trained on labels"):
         other.train(resume_from_checkpoint=checkpoint)
 
 
-def test_construction_errors(tmp_path, tokenizer, raw_dataset):
+def test_construction_errors(tmp_path, tokenizer, raw_dataset, make_trainer):
     dataset = build_gta_dataset(raw_dataset)
     with pytest.raises(ValueError, match="conflict_strategy"):
         make_args(tmp_path, conflict_strategy="average")
     with pytest.raises(ValueError, match="use_reentrant"):
-        GTATrainer(
-            model=tiny_model(tokenizer),
-            args=make_args(
-                tmp_path, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True}
-            ),
-            train_dataset=dataset,
-            processing_class=tokenizer,
+        make_trainer(
+            train_dataset=dataset, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True}
         )
     with pytest.raises(ValueError, match="label set"):
-        GTATrainer(
-            model=tiny_model(tokenizer),
-            args=make_args(tmp_path),
-            train_dataset=dataset.remove_columns("label_id"),
-            processing_class=tokenizer,
-        )
+        make_trainer(train_dataset=dataset.remove_columns("label_id"))
 
 
-def test_periodic_eval_callback_logs_held_out_metrics(tmp_path, tokenizer, raw_dataset):
+def test_periodic_eval_callback_logs_held_out_metrics(tmp_path, tokenizer, raw_dataset, make_trainer):
     from trl_gta.evaluation import GTAEvalCallback
 
-    trainer = GTATrainer(
-        model=tiny_model(tokenizer),
-        args=make_args(tmp_path),
-        train_dataset=build_gta_dataset(raw_dataset),
-        processing_class=tokenizer,
-    )
+    trainer = make_trainer()
     trainer.add_callback(
         GTAEvalCallback(trainer, ["wake me up", "play jazz"], ["alarm", "music"], every_n_steps=1, mode="guess")
     )
@@ -346,18 +293,13 @@ SETUPS = {
 @pytest.mark.parametrize("scope", ["step", "micro_batch"])
 @pytest.mark.parametrize("strategy", ["drop", "project", "none"])
 def test_each_setup_is_refused_only_where_the_rule_cannot_act(
-    tmp_path, tokenizer, raw_dataset, setup, scope, strategy
+    tmp_path, tokenizer, raw_dataset, setup, scope, strategy, make_trainer
 ):
     """Gradient surgery needs whole per-parameter gradients taken apart (not under ZeRO-3/FSDP or reentrant
     checkpointing), and per step the gradients before DeepSpeed's in-backward step. 'none' and sft_weight=0 need no
     surgery and are accepted everywhere: they train on the plain sum."""
     attributes, scopes = SETUPS[setup]
-    trainer = GTATrainer(
-        model=tiny_model(tokenizer),
-        args=make_args(tmp_path, conflict_strategy=strategy, conflict_scope=scope),
-        train_dataset=build_gta_dataset(raw_dataset),
-        processing_class=tokenizer,
-    )
+    trainer = make_trainer(conflict_strategy=strategy, conflict_scope=scope)
     for name, value in attributes.items():
         if name == "use_reentrant":
             trainer.args.gradient_checkpointing_kwargs = {"use_reentrant": True}
@@ -490,55 +432,42 @@ def test_fp16_loss_scale_applies_to_both_gradients(tmp_path, tokenizer, raw_data
 
 
 @pytest.mark.parametrize("mapped", [False, True])
-def test_iterable_training_data_with_and_without_map(tmp_path, tokenizer, raw_dataset, mapped):
+def test_iterable_training_data_with_and_without_map(tmp_path, tokenizer, raw_dataset, mapped, make_trainer):
     stream = build_gta_dataset(raw_dataset).to_iterable_dataset()
     if mapped:
         stream = stream.map(lambda row: row)  # a streaming dataset after .map() no longer knows its columns
         assert stream.column_names is None
-    trainer = GTATrainer(
-        model=tiny_model(tokenizer),
-        args=make_args(tmp_path, max_steps=1, labels=LABELS),
-        train_dataset=stream,
-        processing_class=tokenizer,
-    )
+    trainer = make_trainer(train_dataset=stream, max_steps=1, labels=LABELS)
     trainer.train()
     assert trainer.state.global_step == 1 and logged(trainer, "gta/sft_loss")
 
 
-def test_eval_dataset_is_checked_at_construction(tmp_path, tokenizer, raw_dataset):
+def test_eval_dataset_is_checked_at_construction(tmp_path, tokenizer, raw_dataset, make_trainer):
     rows = build_gta_dataset(raw_dataset)
     for sft_weight in (1.0, 0.0):
         with pytest.raises(ValueError, match=r"The evaluation dataset has no column\(s\) \['label'\]"):
-            GTATrainer(
-                model=tiny_model(tokenizer),
-                args=make_args(tmp_path, sft_weight=sft_weight),
+            make_trainer(
                 train_dataset=rows,
-                eval_dataset=rows.remove_columns(["label"]),
-                processing_class=tokenizer,
+                trainer_kwargs={"eval_dataset": rows.remove_columns(["label"])},
+                sft_weight=sft_weight,
             )
     with pytest.raises(ValueError, match=r"evaluation \('dev'\) dataset has no column"):
-        GTATrainer(
-            model=tiny_model(tokenizer),
-            args=make_args(tmp_path),
-            train_dataset=rows,
-            eval_dataset={"dev": rows.remove_columns(["prompt"])},
-            processing_class=tokenizer,
-        )
+        make_trainer(train_dataset=rows, trainer_kwargs={"eval_dataset": {"dev": rows.remove_columns(["prompt"])}})
 
 
-def test_rl_only_needs_no_label_set(tmp_path, tokenizer, raw_dataset):
+def test_rl_only_needs_no_label_set(tmp_path, tokenizer, raw_dataset, make_trainer):
     rows = build_gta_dataset(raw_dataset)
     plain = Dataset.from_dict({"prompt": rows["prompt"]})  # no label column, no label set
 
     def short_reply_reward(completions, **kwargs):
         return [-float(len(completion)) for completion in completions]
 
-    trainer = GTATrainer(
-        model=tiny_model(tokenizer),
-        reward_funcs=short_reply_reward,
-        args=make_args(tmp_path, sft_weight=0.0, mask_guess_in_rl=False, max_steps=1),
+    trainer = make_trainer(
         train_dataset=plain,
-        processing_class=tokenizer,
+        trainer_kwargs={"reward_funcs": short_reply_reward},
+        sft_weight=0.0,
+        mask_guess_in_rl=False,
+        max_steps=1,
     )
     assert trainer.labels is None and trainer.reward_func_names == ["short_reply_reward"]
     trainer.train()
@@ -561,7 +490,7 @@ class _ScoredEnvironment:
         return 1.0
 
 
-def test_default_rewards_only_without_another_reward_source(tmp_path, tokenizer, raw_dataset):
+def test_default_rewards_only_without_another_reward_source(tmp_path, tokenizer, raw_dataset, make_trainer):
     rows = build_gta_dataset(raw_dataset)
     with_tools = copy.deepcopy(tokenizer)  # environments need a template that renders tool calls
     with_tools.chat_template = (
@@ -578,9 +507,7 @@ def test_default_rewards_only_without_another_reward_source(tmp_path, tokenizer,
         environment_factory=_ScoredEnvironment,
     )
     assert trainer.reward_func_names == ["_ScoredEnvironment"]
-    default = GTATrainer(
-        model=tiny_model(tokenizer), args=make_args(tmp_path), train_dataset=rows, processing_class=tokenizer
-    )
+    default = make_trainer(train_dataset=rows)
     assert default.reward_func_names == ["gta_format_reward", "answer_accuracy_reward"]
 
 
