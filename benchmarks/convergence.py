@@ -33,14 +33,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from report import FIELDS  # the CSV's columns: one definition for writer and reader
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig
 
 from trl_gta import GTAClassifier, GTAConfig, GTAPromptTemplate
 from trl_gta.evaluation import evaluate_classifier
-from trl_gta.methods import build_trainer
+from trl_gta.methods import build_trainer, default_lora_config, grpo_baseline
+from trl_gta.prompts import ensure_pad_token
 from trl_gta.registry import load_classification_dataset
 
 METHODS = ("sft", "sft_plateau", "grpo", "gta", "gta_rl")
@@ -326,7 +327,7 @@ def training_config(preset: Preset, method: str, seed: int, run_dir: str) -> GTA
             beta=preset.beta,
         )
         if method == "gta_rl":
-            config.sft_weight, config.mask_guess_in_rl = 0.0, False
+            config = grpo_baseline(config)  # the paper's GTA(RL): GRPO on the GTA format, nothing supervised
     else:
         config = SFTConfig(**common, per_device_train_batch_size=preset.sft_batch_size)
     return config
@@ -349,15 +350,13 @@ def run_one(args, preset: Preset, method: str, seed: int, model_path: str) -> No
         print(f"[{method} seed {seed}] already complete")
         return
     torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(model_path))
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if preset.bf16 else torch.float32)
     template = GTAPromptTemplate.for_format(prompt_format, response_prefix=prefix, system_prompt="You classify texts.")
     run_dir = os.path.join(args.runs_dir, f"{args.dataset}-{method}-n{len(train)}-seed{seed}")
     config = training_config(preset, method, seed, run_dir)
     if preset.lora:
-        lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, default_lora_config())
     checkpoints = sorted(
         (d for d in os.listdir(run_dir) if d.startswith("checkpoint-")) if os.path.isdir(run_dir) else [],
         key=lambda d: int(d.split("-")[1]),

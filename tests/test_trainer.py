@@ -277,6 +277,13 @@ def test_periodic_eval_callback_logs_held_out_metrics(tmp_path, tokenizer, raw_d
     assert len(accuracies) == 2 and all(a in (0.0, 0.5, 1.0) for a in accuracies)
     assert trainer.model.training
 
+    # an evaluation (which seeds torch) leaves training's random stream as it was
+    callback = GTAEvalCallback(trainer, ["wake me up"], ["alarm"], every_n_steps=1, mode="answer", max_new_tokens=2)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    callback.on_step_end(trainer.args, trainer.state, None)
+    assert torch.equal(torch.get_rng_state(), before)
+
 
 SETUPS = {
     # setup: (attributes set on the trainer, the scopes where the rule can act there)

@@ -188,11 +188,22 @@ class GTAEvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every:
             return
+        import torch
+
         trainer = self.trainer
         model = trainer.accelerator.unwrap_model(trainer.model)
-        classifier = GTAClassifier(model, trainer._tokenizer, trainer.labels, trainer.prompt_template)
+        classifier = GTAClassifier(
+            model,
+            trainer._tokenizer,
+            trainer.labels,
+            trainer.prompt_template,
+            None,
+            trainer.args.max_completion_length,
+        )
         was_training = model.training
-        metrics, _ = evaluate_classifier(classifier, self.texts, self.gold, self.mode, **self.predict_kwargs)
+        # evaluate_classifier seeds torch: training's sampling must go on as if no evaluation had happened
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            metrics, _ = evaluate_classifier(classifier, self.texts, self.gold, self.mode, **self.predict_kwargs)
         model.train(was_training)
         keys = ("accuracy", "weighted_f1", "format_rate", "guess_accuracy", "mean_generated_tokens")
         trainer.log({f"gta_eval/{k}": metrics[k] for k in keys if metrics[k] is not None})
