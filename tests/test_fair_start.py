@@ -4,10 +4,10 @@ reward, applied alike to gta and grpo before the RL trainer is built."""
 import json
 
 import pytest
-from conftest import LABELS, tiny_model
+from conftest import LABELS, gta_args, tiny_model
 
 import trl_gta.methods as methods
-from trl_gta import GTAConfig, GTAPromptTemplate
+from trl_gta import GTAPromptTemplate
 from trl_gta.cli import main
 
 
@@ -32,18 +32,7 @@ def test_build_trainer_warms_up_the_adapter_the_trainer_continues(
 ):
     from peft import LoraConfig
 
-    config = GTAConfig(
-        output_dir=str(tmp_path),
-        max_steps=1,
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=6,
-        learning_rate=1e-2,
-        report_to="none",
-        use_cpu=True,
-        gradient_checkpointing=False,
-        seed=5,
-    )
+    config = gta_args(tmp_path, max_steps=1, num_generations=2, max_completion_length=6, seed=5)
     template = GTAPromptTemplate.for_format("gta" if method == "gta" else "think_answer")
     trainer = methods.build_trainer(
         method,
@@ -68,14 +57,7 @@ def test_build_trainer_warms_up_the_adapter_the_trainer_continues(
 
 
 def test_warmup_is_skipped_on_resume_and_refused_for_sft(tmp_path, tokenizer, raw_dataset, recorded_warmups):
-    config = GTAConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        num_generations=2,
-        report_to="none",
-        use_cpu=True,
-        resume_from_checkpoint=str(tmp_path / "checkpoint-1"),
-    )
+    config = gta_args(tmp_path, num_generations=2, resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
     methods.build_trainer(
         "gta", tiny_model(tokenizer), tokenizer, raw_dataset, config, GTAPromptTemplate(), format_warmup_steps=2
     )
