@@ -1,32 +1,39 @@
 #!/usr/bin/env python
-"""What GTA costs per optimizer step over stock GRPO, on identical batches.
+"""What GTA costs per optimizer step over stock GRPO, in time and in peak memory, on identical batches.
 
 `GTATrainer` runs TRL's GRPO loss plus a supervised cross-entropy on the gold guess (one extra forward/backward row
-per distinct prompt) and combines the two gradients (two `torch.autograd.grad` calls, three dot products, one
-surrogate backward). This script times it against stock `trl.GRPOTrainer`:
+per distinct prompt) and combines the two gradients under a conflict rule. This script runs it against stock
+`trl.GRPOTrainer`:
 
-- model: SmolLM2-135M-Instruct (float32, CPU) + LoRA r=16 on all linear layers;
+- models: on CPU, SmolLM2-135M-Instruct (float32); on CUDA, a random-weight model of Qwen2.5-3B's shape built from
+  its config (bf16). Two setups each: `lora` (LoRA r=16 on all linear layers) and `full` (full fine-tune);
 - data: the built-in `hwu64-scenario` train split, prompts pre-filled with `<guess>`;
 - identical batches: completions are sampled ONCE per step batch (TRL's own `_generate_single_turn`), stored, and
   replayed in every trainer by replacing `_generate_single_turn`; the dataloader order is the same (same seed) and
   each step's prompt ids are checked to be equal across trainers;
-- variants: `grpo` (stock GRPOTrainer) and GTATrainer with `conflict_strategy` `drop`, `project` and `none`;
-- timing: wall and CPU time from `on_step_begin` to `on_step_end` (`training_step`, which includes scoring the
-  replayed completions, + gradient clipping + optimizer step; logging is outside). Discarded warm-up steps come
-  first (grpo and one GTA variant, or every variant with `--warmup all`); then rounds, each running every variant
-  for `--steps` steps in rotating order, so machine noise hits all variants alike. Each round calls `train()`
-  again, which restarts the dataloader: round k replays the same step batches as round 1.
+- variants: `grpo` (stock GRPOTrainer) and GTATrainer with `conflict_strategy` `drop`, `project` and `none`, at
+  `conflict_scope` `step` (the default) and, for memory, `micro_batch`;
+- time (the timed setups: `lora` on CPU, both on CUDA; step scope): wall and CPU time from `on_step_begin` to
+  `on_step_end` (`training_step`, which includes scoring the replayed completions, + gradient clipping + optimizer
+  step; logging is outside). Each variant's first step is a discarded warm-up; then rounds, each running every
+  variant for `--steps` steps in rotating order, so machine noise hits all variants alike. Each round calls
+  `train()` again, which restarts the dataloader: round k replays the same step batches as round 1;
+- memory: the peak of memory allocated from `on_step_begin` to `on_pre_optimizer_step` (the losses, the backward
+  and GTA's combination, which happens before clipping) above what was allocated when the step began, in each
+  trainer's first step. On CUDA from `torch.cuda.max_memory_allocated`; on CPU from the allocation and free events
+  of torch's CPU allocator recorded by `torch.profiler` (`profile_memory=True`), summed in order (RSS would not do:
+  freed heap memory stays resident). `peak_memory_ratio` is GTA's peak over GRPO's on the same batch.
 
 The overhead floor is the share of extra tokens the supervised loss runs forward and backward, measured on the
 batches: sum over the step's distinct prompts of (prompt + target tokens) / sum over its completions of
 (prompt + completion tokens), without padding (the padded-width version is printed too).
 
-    python benchmarks/overhead.py --quick     # 3 rounds x 1 step per variant (median of 3); ~6-8 min on 2 cores
-    python benchmarks/overhead.py             # 4 rounds x 2 steps per variant
+    python benchmarks/overhead.py --quick     # 3 rounds x 1 timed step per variant (median of 3)
+    python benchmarks/overhead.py             # 4 rounds x 2 timed steps per variant
 """
 
 import argparse
-import ctypes
+import gc
 import json
 import logging
 import os
@@ -34,7 +41,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections import defaultdict
@@ -46,7 +52,8 @@ from typing import Any
 
 import torch
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+from torch.profiler import ProfilerActivity
+from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Qwen2Config, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 import trl_gta.trainer as gta_trainer_module
@@ -58,56 +65,104 @@ from trl_gta.rewards import answer_accuracy_reward, gta_format_reward, gta_parti
 
 VARIANTS = ("grpo", "drop", "project", "none")
 GTA_STRATEGIES = VARIANTS[1:]
+SETUPS = ("lora", "full")
+SCOPES = ("step", "micro_batch")
 RESPONSE_PREFIX = "<guess>"
 NUM_GENERATIONS = 8
 BATCH_SIZE = 16  # 2 prompts x 8 generations: one micro-batch per optimizer step
 MAX_COMPLETION_LENGTH = 48
 TARGET_SLACK = 0.03
-GIB = 1024**3
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+MIB = 1024**2
+# Qwen2.5-3B's architecture (its config.json), for a random-weight model on CUDA: no download needed
+QWEN25_3B = dict(
+    vocab_size=151936,
+    hidden_size=2048,
+    intermediate_size=11008,
+    num_hidden_layers=36,
+    num_attention_heads=16,
+    num_key_value_heads=2,
+    max_position_embeddings=32768,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    hidden_act="silu",
+)
 
 # Breakdown timers: wall seconds per named piece of the current step (a piece may run inside another one).
 TIMERS: dict[str, float] = defaultdict(float)
-_grad_calls = [0]
 
 
-# ------------------------------------------------------------------------------------------------ memory
-def rss_bytes() -> int:
-    """Resident set size of this process, from /proc/self/statm."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE_SIZE
+# ------------------------------------------------------------------------------------------------ runtime
+@dataclass
+class Runtime:
+    """Where the benchmark runs: the device, the model's dtype and where its weights come from."""
+
+    device: str
+    model_path: str | None  # a transformers folder; None: a random-weight model of Qwen2.5-3B's shape
+
+    @property
+    def cuda(self) -> bool:
+        return self.device == "cuda"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.cuda else torch.float32
+
+    @property
+    def model_name(self) -> str:
+        return os.path.basename(self.model_path) if self.model_path else "random-weight Qwen2.5-3B shape"
+
+    @property
+    def memory_tool(self) -> str:
+        if self.cuda:
+            return "torch.cuda.max_memory_allocated (peak over the step) - torch.cuda.memory_allocated (at its start)"
+        return (
+            "torch.profiler CPU allocator events (profile_memory=True), allocations minus frees since the step began"
+        )
+
+    def load_model(self, seed: int):
+        torch.manual_seed(seed)
+        if self.model_path:
+            return AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
+        with torch.device(self.device):  # initialised on the GPU: fast, and identical for a given seed
+            return AutoModelForCausalLM.from_config(Qwen2Config(**QWEN25_3B), dtype=self.dtype)
+
+    def synchronize(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
 
 
-def trim_heap() -> None:
-    """Give freed heap memory back to the OS (glibc), so that RSS at a step's start is close to live memory."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+class MemoryProbe:
+    """Peak memory allocated between `start()` and `stop()`, above what was allocated at `start()`."""
 
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._base = 0
+        self._profiler: torch.profiler.profile | None = None
 
-class RssSampler(threading.Thread):
-    """Samples RSS every `interval` seconds; `window_peak()` is the maximum since the last `reset()`."""
+    def start(self) -> None:
+        if self.runtime.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            self._profiler = torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+            self._profiler.start()
 
-    def __init__(self, interval: float = 0.02) -> None:
-        super().__init__(daemon=True)
-        self.interval = interval
-        self.peak = rss_bytes()
-        self._stop_event = threading.Event()
-
-    def reset(self) -> None:
-        self.peak = rss_bytes()
-
-    def window_peak(self) -> int:
-        self.peak = max(self.peak, rss_bytes())
-        return self.peak
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            self.peak = max(self.peak, rss_bytes())
-
-    def stop(self) -> None:
-        self._stop_event.set()
+    def stop(self) -> int:
+        if self.runtime.cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - self._base
+        profiler, self._profiler = self._profiler, None
+        profiler.stop()
+        cpu = torch._C._autograd.DeviceType.CPU
+        events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
+        # frees of blocks allocated before start() are not reported: the level counts this window's blocks only
+        level = peak = 0
+        for event in sorted((e for e in events if e.device_type() == cpu), key=lambda e: e.start_ns()):
+            level += event.nbytes()
+            peak = max(peak, level)
+        return peak
 
 
 # ------------------------------------------------------------------------------------------------ batches
@@ -201,7 +256,7 @@ def sample_batches(trainer: GRPOTrainer, num_steps: int, seed: int) -> list[Step
 
 
 # ------------------------------------------------------------------------------------------------ trainers
-def make_config(variant: str, output_dir: str, seed: int) -> GRPOConfig:
+def make_config(variant: str, scope: str, output_dir: str, seed: int, runtime: Runtime) -> GRPOConfig:
     """The GRPO settings shared by every variant, plus GTA's knobs for the GTA variants."""
     common: dict[str, Any] = dict(
         output_dir=output_dir,
@@ -216,42 +271,55 @@ def make_config(variant: str, output_dir: str, seed: int) -> GRPOConfig:
         max_steps=1,
         report_to="none",
         save_strategy="no",
-        logging_steps=1,
-        bf16=False,
-        use_cpu=True,
+        logging_steps=1,  # every step is a logging step: "none" measures its cosine on each
+        bf16=runtime.cuda,
+        use_cpu=not runtime.cuda,
         seed=seed,
         disable_tqdm=True,
     )
     if variant == "grpo":
         return GRPOConfig(**common)
-    return GTAConfig(**common, sft_weight=1.0, rl_weight=1.0, conflict_strategy=variant, mask_guess_in_rl=True)
-
-
-def build_trainer(variant: str, model_path: str, tokenizer, dataset, output_dir: str, seed: int) -> GRPOTrainer:
-    """A fresh model + LoRA adapter and the variant's trainer (GRPOTrainer or GTATrainer)."""
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    trainer_class = GRPOTrainer if variant == "grpo" else GTATrainer
-    return trainer_class(
-        model=model,
-        # the partial format reward gives non-zero advantages, so the RL gradient is real and conflicts can occur
-        reward_funcs=[gta_format_reward, answer_accuracy_reward, gta_partial_format_reward],
-        args=make_config(variant, output_dir, seed),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+    return GTAConfig(
+        **common,
+        sft_weight=1.0,
+        rl_weight=1.0,
+        conflict_strategy=variant,
+        conflict_scope=scope,
+        mask_guess_in_rl=True,
     )
 
 
-def timed(name: str | Callable[[], str], fn: Callable) -> Callable:
-    """Wrap `fn` so that its wall time is added to `TIMERS[name]` (`name` may be computed per call)."""
+def build_trainer(
+    variant: str, scope: str, setup: str, runtime: Runtime, tokenizer, dataset, output_dir: str, seed: int
+) -> GRPOTrainer:
+    """A fresh model (+ LoRA adapter for the `lora` setup) and the variant's trainer (GRPOTrainer or GTATrainer)."""
+    trainer_class = GRPOTrainer if variant == "grpo" else GTATrainer
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    return trainer_class(
+        model=runtime.load_model(seed),
+        # the partial format reward gives non-zero advantages, so the RL gradient is real and conflicts can occur
+        reward_funcs=[gta_format_reward, answer_accuracy_reward, gta_partial_format_reward],
+        args=make_config(variant, scope, output_dir, seed, runtime),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora if setup == "lora" else None,
+    )
+
+
+def gradient_buffer_bytes(trainer: GRPOTrainer) -> int:
+    """Bytes of one gradient of every trainable parameter: the unit of GTA's extra memory."""
+    return sum(p.numel() * p.element_size() for p in trainer.model.parameters() if p.requires_grad)
+
+
+def timed(name: str, fn: Callable) -> Callable:
+    """Wrap `fn` so that its wall time is added to `TIMERS[name]`."""
 
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            TIMERS[name() if callable(name) else name] += time.perf_counter() - start
+            TIMERS[name] += time.perf_counter() - start
 
     return wrapper
 
@@ -264,65 +332,54 @@ def instrument_trainer(trainer: GRPOTrainer) -> None:
     trainer.accelerator.backward = timed("backward", trainer.accelerator.backward)
     if isinstance(trainer, GTATrainer):
         trainer._guess_loss = timed("sft_forward", trainer._guess_loss)
-
-
-def instrument_gta_module() -> None:
-    """Time GTA's module-level helpers (shared by all GTA trainers; only one trainer runs at a time)."""
-
-    def grad_name() -> str:
-        _grad_calls[0] += 1
-        return "grad_sft" if _grad_calls[0] % 2 == 1 else "grad_rl"  # compute_loss takes the SFT gradient first
-
-    m = gta_trainer_module
-    m.guess_span_mask = timed("guess_span_mask", m.guess_span_mask)
-    m._gradients = timed(grad_name, m._gradients)
-    m.combine_gradients = timed("combine", m.combine_gradients)
-    m.gradient_surrogate = timed("surrogate", m.gradient_surrogate)
+        trainer._combine_step_gradients = timed("combine", trainer._combine_step_gradients)
 
 
 class StepRecorder(TrainerCallback):
-    """Records wall time, CPU time, RSS and the breakdown timers of each optimizer step."""
+    """Records wall time, CPU time, the breakdown timers and (when asked) the peak memory of each optimizer step."""
 
-    # RSS is not trimmed between steps: returning freed memory to the OS would add page faults to every step
-
-    def __init__(self, sampler: RssSampler) -> None:
-        self.sampler = sampler
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.probe = MemoryProbe(runtime)
         self.records: list[dict[str, Any]] = []
         self.context: dict[str, Any] = {}
         self._start: tuple[float, float] = (0.0, 0.0)
         self._optimizer_start = 0.0
-        self._rss_begin = 0
+        self._peak: int | None = None
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._rss_begin = rss_bytes()
-        self.sampler.reset()
         TIMERS.clear()
-        _grad_calls[0] = 0
+        self._peak = None
+        if self.context["profile_memory"]:
+            self.probe.start()
+        self.runtime.synchronize()
         self._start = (time.perf_counter(), time.process_time())
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self.context["profile_memory"]:
+            self._peak = self.probe.stop()
         self._optimizer_start = time.perf_counter()
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         TIMERS["optimizer"] += time.perf_counter() - self._optimizer_start
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.runtime.synchronize()
         wall = time.perf_counter() - self._start[0]
         cpu = time.process_time() - self._start[1]
-        peak = self.sampler.window_peak()
         record = {
             **self.context,
             "step": state.global_step - 1,
             "wall_s": wall,
             "cpu_s": cpu,
-            "rss_begin_bytes": self._rss_begin,
-            "rss_peak_bytes": peak,
+            "peak_bytes": self._peak,
             "breakdown_s": dict(TIMERS),
         }
         self.records.append(record)
+        memory = "" if self._peak is None else f", peak memory above step start {self._peak / MIB:8.1f} MiB"
         log(
-            f"  {record['variant']:>7} step {record['step']} ({record['phase']}): wall {wall:6.2f} s,"
-            f" cpu {cpu:6.2f} s, peak RSS {peak / GIB:.2f} GiB"
+            f"  {record['setup']:>4} {record['scope']:>11} {record['variant']:>7} step {record['step']}"
+            f" ({record['phase']}): wall {wall:6.2f} s, cpu {cpu:6.2f} s{memory}"
         )
 
 
@@ -331,6 +388,92 @@ def train_steps(trainer: GRPOTrainer, num_steps: int) -> list[dict[str, Any]]:
     trainer.args.max_steps = num_steps
     trainer.train()
     return [entry for entry in trainer.state.log_history if "loss" in entry]
+
+
+def release(trainers: dict) -> None:
+    """Drop the trainers (and their models) so that the next setup's fit in memory."""
+    trainers.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------------------ running
+@dataclass
+class Session:
+    """What every trainer of the run shares: the data, the replayed batches and the recorder."""
+
+    runtime: Runtime
+    tokenizer: Any
+    dataset: Any
+    workdir: str
+    seed: int
+    num_steps: int
+    recorder: StepRecorder
+    batches: list[StepBatch] | None = None
+
+    def __post_init__(self) -> None:
+        self.replays: dict[tuple[str, str, str], tuple[ReplayGenerator, int]] = {}  # key -> (replay, rounds)
+        self.metrics: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        self.buffer_bytes: dict[str, int] = {}
+
+    def trainer(self, setup: str, scope: str, variant: str, rounds: int) -> GRPOTrainer:
+        """Build a trainer that replays the sampled batches (sampling them with the first trainer built)."""
+        start = time.perf_counter()
+        output_dir = f"{self.workdir}/{setup}-{scope}-{variant}"
+        trainer = build_trainer(
+            variant, scope, setup, self.runtime, self.tokenizer, self.dataset, output_dir, self.seed
+        )
+        log(f"built {setup} {scope} {variant} trainer in {time.perf_counter() - start:.1f} s")
+        if self.batches is None:
+            self.batches = sample_batches(trainer, self.num_steps, self.seed)
+        replay = ReplayGenerator(self.batches)
+        trainer._generate_single_turn = replay
+        trainer.add_callback(self.recorder)
+        trainer.remove_callback(PrinterCallback)  # the per-step metric dicts; this script prints its own lines
+        instrument_trainer(trainer)
+        self.replays[(setup, scope, variant)] = (replay, rounds)
+        self.buffer_bytes[setup] = gradient_buffer_bytes(trainer)
+        return trainer
+
+    def run(self, trainer: GRPOTrainer, key: tuple[str, str, str], phase: str, steps: int, memory: bool) -> None:
+        setup, scope, variant = key
+        self.recorder.context = {"setup": setup, "scope": scope, "variant": variant, "phase": phase}
+        self.recorder.context["profile_memory"] = memory
+        self.metrics[key] += train_steps(trainer, steps)
+
+
+def scope_of(variant: str, scope: str) -> str:
+    return "-" if variant == "grpo" else scope
+
+
+def run_timed_setup(session: Session, setup: str, rounds: int, steps: int) -> None:
+    """Step scope, all variants interleaved: each trainer's first step (warm-up) also measures its memory."""
+    keys = [(setup, scope_of(v, "step"), v) for v in VARIANTS]
+    trainers = {key: session.trainer(*key, rounds=rounds) for key in keys}
+    log(f"{setup}: warm-up (memory measured), one discarded step of each variant")
+    for key, trainer in trainers.items():
+        session.run(trainer, key, "warmup", 1, memory=True)
+    for replay, _ in (session.replays[key] for key in keys):
+        replay.phase = "measure"
+    for round_index in range(rounds):
+        shift = round_index % len(keys)
+        order = keys[shift:] + keys[:shift]
+        log(f"{setup}: round {round_index + 1}/{rounds}: {' -> '.join(v for _, _, v in order)}")
+        for key in order:
+            session.run(trainers[key], key, "measure", steps, memory=False)
+    release(trainers)
+
+
+def run_memory(session: Session, setup: str, scopes: list[str]) -> None:
+    """One step of each trainer not measured yet for `setup`, its memory measured; one trainer in memory at a time."""
+    keys = [(setup, scope_of(v, s), v) for s in scopes for v in VARIANTS]
+    for key in dict.fromkeys(keys):
+        if key in session.replays:
+            continue
+        trainers = {key: session.trainer(*key, rounds=0)}
+        session.run(trainers[key], key, "memory", 1, memory=True)
+        release(trainers)
 
 
 # ------------------------------------------------------------------------------------------------ reporting
@@ -342,62 +485,108 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def summarise(records: list[dict[str, Any]], variants: list[str], baseline_rss: int) -> dict[str, dict[str, Any]]:
-    """Per-variant medians of the measured steps, ratios to grpo and peak memory."""
+def summarise_time(records: list[dict[str, Any]], setup: str) -> dict[str, dict[str, Any]]:
+    """Per-variant medians of the measured steps of a timed setup, and ratios to grpo."""
     summary: dict[str, dict[str, Any]] = {}
-    for variant in variants:
-        rows = [r for r in records if r["variant"] == variant and r["phase"] == "measure"]
+    for variant in VARIANTS:
+        rows = [r for r in records if (r["setup"], r["variant"], r["phase"]) == (setup, variant, "measure")]
         pieces = sorted({name for r in rows for name in r["breakdown_s"]})
+        breakdown = {p: median([r["breakdown_s"].get(p, 0.0) for r in rows]) for p in pieces}
+        if variant != "grpo":  # the SFT backward runs inside compute_loss (step scope), beside the two forwards
+            breakdown["sft_backward"] = median(
+                [
+                    r["breakdown_s"]["compute_loss"] - r["breakdown_s"]["rl_forward"] - r["breakdown_s"]["sft_forward"]
+                    for r in rows
+                ]
+            )
         summary[variant] = {
             "steps": len(rows),
             "wall_median_s": median([r["wall_s"] for r in rows]),
             "cpu_median_s": median([r["cpu_s"] for r in rows]),
             "wall_all_s": [round(r["wall_s"], 3) for r in rows],
-            "peak_rss_bytes": max(r["rss_peak_bytes"] for r in rows),
-            "peak_over_baseline_bytes": max(r["rss_peak_bytes"] for r in rows) - baseline_rss,
-            "step_rss_growth_bytes": max(r["rss_peak_bytes"] - r["rss_begin_bytes"] for r in rows),
-            "breakdown_median_s": {p: median([r["breakdown_s"].get(p, 0.0) for r in rows]) for p in pieces},
+            "breakdown_median_s": breakdown,
         }
     base = summary["grpo"]
-    for variant in variants:
+    for variant in VARIANTS:
         summary[variant]["wall_ratio"] = summary[variant]["wall_median_s"] / base["wall_median_s"]
         summary[variant]["cpu_ratio"] = summary[variant]["cpu_median_s"] / base["cpu_median_s"]
     return summary
 
 
+def summarise_memory(session: Session) -> dict[str, dict[str, Any]]:
+    """Peak memory of each (setup, scope, variant), its ratio to grpo's and the extra in gradient buffers."""
+    peaks = {
+        (r["setup"], r["scope"], r["variant"]): r["peak_bytes"]
+        for r in session.recorder.records
+        if r["peak_bytes"] is not None
+    }
+    summary = {}
+    for (setup, scope, variant), peak in peaks.items():
+        base = peaks[(setup, "-", "grpo")]
+        rates = [m["gta/conflict_rate"] for m in session.metrics[(setup, scope, variant)] if "gta/conflict_rate" in m]
+        summary[f"{setup}/{scope}/{variant}"] = {
+            "peak_bytes": peak,
+            "ratio": peak / base,
+            "extra_gradient_buffers": (peak - base) / session.buffer_bytes[setup],
+            "gradient_buffer_bytes": session.buffer_bytes[setup],
+            "conflict_rate": rates[0] if rates else None,
+        }
+    return summary
+
+
 def print_report(
-    summary: dict[str, dict[str, Any]], floors: dict[str, float], baseline_rss: int, conflict: dict[str, float]
+    session: Session, times: dict[str, dict[str, dict[str, Any]]], memory: dict[str, dict[str, Any]], floors
 ) -> None:
-    """The results table, the breakdown, the target check and, as the last lines, the machine-readable results."""
+    """The results tables, the target check and, as the last lines, the machine-readable results."""
+    conflict = {
+        (setup, v): statistics.mean(rates)
+        for (setup, _, v), entries in session.metrics.items()
+        if (rates := [m["gta/conflict_rate"] for m in entries if m.get("gta/conflict_rate") is not None])
+    }
+    for setup, summary in times.items():
+        log("")
+        log(f"time, {setup} (conflict_scope step; medians of measured steps; ratios vs grpo)")
+        header = (
+            f"{'variant':<8} {'steps':>5} {'wall s/step':>11} {'cpu s/step':>10} {'wall ratio':>10} {'cpu ratio':>9}"
+            f" {'conflict rate':>13}"
+        )
+        log(header)
+        log("-" * len(header))
+        for variant, s in summary.items():
+            rate = conflict.get((setup, variant))
+            log(
+                f"{variant:<8} {s['steps']:>5} {s['wall_median_s']:>11.2f} {s['cpu_median_s']:>10.2f}"
+                f" {s['wall_ratio']:>10.3f} {s['cpu_ratio']:>9.3f} {'-' if rate is None else f'{rate:.2f}':>13}"
+            )
+        log("")
+        log(f"breakdown, {setup}, median wall s/step (prepare includes guess_span_mask; compute_loss includes")
+        log("rl_forward, sft_forward and sft_backward; combine is the step's conflict rule, before clipping)")
+        log(f"{'piece':<16}" + "".join(f"{v:>9}" for v in summary))
+        for piece in ["prepare", "guess_span_mask", "compute_loss", "rl_forward", "sft_forward", "sft_backward"]:
+            values = [s["breakdown_median_s"].get(piece) for s in summary.values()]
+            if any(v is not None for v in values):
+                log(f"{piece:<16}" + "".join(f"{'-' if v is None else f'{v:.2f}':>9}" for v in values))
+        for piece in ["backward", "combine", "optimizer"]:
+            values = [s["breakdown_median_s"].get(piece) for s in summary.values()]
+            log(f"{piece:<16}" + "".join(f"{'-' if v is None else f'{v:.2f}':>9}" for v in values))
     log("")
-    log(f"RSS after loading all models and sampling: {baseline_rss / GIB:.2f} GiB (one process, all variants)")
+    log("peak memory from on_step_begin to on_pre_optimizer_step, above the step's start")
+    log(f"(tool: {session.runtime.memory_tool})")
     header = (
-        f"{'variant':<8} {'steps':>5} {'wall s/step':>11} {'cpu s/step':>10} {'wall ratio':>10} {'cpu ratio':>9}"
-        f" {'peak RSS GiB':>12} {'over baseline':>13} {'conflict rate':>13}"
+        f"{'setup':<5} {'scope':<11} {'variant':<8} {'peak MiB':>9} {'vs grpo':>8} {'extra, grad buffers':>19}"
+        f" {'conflict':>8}"
     )
     log(header)
     log("-" * len(header))
-    for variant, s in summary.items():
-        rate = conflict.get(variant)
+    for key, m in memory.items():
+        setup, scope, variant = key.split("/")
+        rate = m["conflict_rate"]
         log(
-            f"{variant:<8} {s['steps']:>5} {s['wall_median_s']:>11.2f} {s['cpu_median_s']:>10.2f}"
-            f" {s['wall_ratio']:>10.3f} {s['cpu_ratio']:>9.3f} {s['peak_rss_bytes'] / GIB:>12.2f}"
-            f" {s['peak_over_baseline_bytes'] / GIB:>13.2f} {'-' if rate is None else f'{rate:.2f}':>13}"
+            f"{setup:<5} {scope:<11} {variant:<8} {m['peak_bytes'] / MIB:>9.1f} {m['ratio']:>8.3f}"
+            f" {m['extra_gradient_buffers']:>19.2f} {'-' if rate is None else f'{rate:.0f}':>8}"
         )
-    log(
-        "(medians of measured steps; ratios vs grpo; peak RSS: the process's (all trainers) during this variant's"
-        " steps, sampled every 20 ms; freed memory other variants left in the heap counts too)"
-    )
-    log("")
-    pieces = ["prepare", "guess_span_mask", "compute_loss", "rl_forward", "sft_forward", "grad_sft", "grad_rl"]
-    pieces += ["combine", "surrogate", "backward", "optimizer"]
-    log("breakdown, median wall s/step (prepare includes guess_span_mask; compute_loss includes rl_forward,")
-    log("sft_forward, grad_sft, grad_rl, combine, surrogate; for GTA, backward is the surrogate's)")
-    log(f"{'piece':<16}" + "".join(f"{v:>9}" for v in summary))
-    for piece in pieces:
-        values = [s["breakdown_median_s"].get(piece) for s in summary.values()]
-        if any(v is not None for v in values):
-            log(f"{piece:<16}" + "".join(f"{'-' if v is None else f'{v:.2f}':>9}" for v in values))
+    buffers = ", ".join(f"{setup} {size / MIB:.1f} MiB" for setup, size in session.buffer_bytes.items())
+    log(f"(one trainable-gradient buffer: {buffers}; each row is that trainer's first step, on the same batch)")
     log("")
     floor = floors["non_padded"]
     target = 1 + floor + TARGET_SLACK
@@ -405,18 +594,23 @@ def print_report(
         f"overhead floor (extra SFT tokens / RL tokens, non-padded): {floor:.3f}; with padded widths: "
         f"{floors['padded']:.3f}"
     )
-    for strategy in GTA_STRATEGIES:
-        if strategy in summary:
-            log(f"cpu_ratio[{strategy}]={summary[strategy]['cpu_ratio']:.2f}")
+    for setup, summary in times.items():
+        for strategy in GTA_STRATEGIES:
+            log(f"cpu_ratio[{setup}/{strategy}]={summary[strategy]['cpu_ratio']:.2f}")
     log(f"target: ratio <= 1 + floor + {TARGET_SLACK} = {target:.3f}")
-    for strategy in GTA_STRATEGIES:
-        if strategy in summary:
+    for setup, summary in times.items():
+        for strategy in GTA_STRATEGIES:
             ratio = summary[strategy]["wall_ratio"]
-            log(f"  {strategy}: wall ratio {ratio:.3f} {'meets' if ratio <= target else 'MISSES'} the target")
+            log(f"  {setup}/{strategy}: wall ratio {ratio:.3f} {'meets' if ratio <= target else 'MISSES'} the target")
+    tool = "torch.cuda.max_memory_allocated" if session.runtime.cuda else "torch.profiler(profile_memory=True)"
+    log(f"memory_tool={tool}")
     log(f"overhead_floor={floor:.3f}")
-    for strategy in GTA_STRATEGIES:
-        if strategy in summary:
-            log(f"overhead_ratio[{strategy}]={summary[strategy]['wall_ratio']:.2f}")
+    for setup, summary in times.items():
+        for strategy in GTA_STRATEGIES:
+            log(f"overhead_ratio[{setup}/{strategy}]={summary[strategy]['wall_ratio']:.2f}")
+    for key, m in memory.items():
+        if not key.endswith("/grpo"):
+            log(f"peak_memory_ratio[{key}]={m['ratio']:.3f}")
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -424,28 +618,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="3 rounds x 1 measured step per variant")
+    parser.add_argument("--quick", action="store_true", help="3 rounds x 1 timed step per variant")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 4; 3 with --quick)")
-    parser.add_argument("--steps", type=int, default=None, help="measured steps per variant per round (2; 1 quick)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per variant per round (2; 1 quick)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda if available")
     parser.add_argument(
-        "--warmup",
-        choices=("shared", "all"),
-        default="shared",
-        help="discarded first steps: 'shared' = grpo and one GTA variant (kernels and allocator warm up for the\n"
-        "process; the shapes are the same for all GTA variants), 'all' = every variant",
+        "--setups", default=",".join(SETUPS), help="comma-separated: lora (LoRA r=16), full (full fine-tune)"
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument(
+        "--timed_setups", default=None, help="setups whose time is measured (default: lora on CPU, all on CUDA)"
+    )
+    parser.add_argument("--scopes", default=",".join(SCOPES), help="conflict scopes whose memory is measured")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     parser.add_argument("--max_samples", type=int, default=64, help="training texts loaded (step batches come first)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model_path", default=None, help="transformers folder (default: the cached SmolLM2-135M)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (grpo is needed)")
-    parser.add_argument("--output", default="benchmarks/results/overhead.json", help="JSON of all raw timings")
+    parser.add_argument(
+        "--model_path",
+        default=None,
+        help="transformers folder (default: the cached SmolLM2-135M on CPU, a random Qwen2.5-3B shape on CUDA)",
+    )
+    parser.add_argument("--output", default="benchmarks/results/overhead.json", help="JSON of all raw results")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 4)
     args.steps = args.steps or (1 if args.quick else 2)
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if "grpo" not in args.variants or any(v not in VARIANTS for v in args.variants):
-        parser.error(f"--variants must include grpo and be among {VARIANTS}")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    default_timed = ",".join(args.setups) if args.device == "cuda" else "lora"
+    args.timed_setups = [s.strip() for s in (args.timed_setups or default_timed).split(",") if s.strip()]
+    args.scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    if any(s not in SETUPS for s in args.setups) or any(s not in args.setups for s in args.timed_setups):
+        parser.error(f"--setups must be among {SETUPS}, and --timed_setups among --setups")
+    if "step" not in args.scopes or any(s not in SCOPES for s in args.scopes):
+        parser.error(f"--scopes must include step and be among {SCOPES}")
     return args
 
 
@@ -467,76 +672,48 @@ def main(argv: list[str] | None = None) -> int:
     quiet()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    runtime = Runtime(args.device, args.model_path or (None if args.device == "cuda" else smollm2_path()))
+    device_name = torch.cuda.get_device_name() if runtime.cuda else f"CPU, {args.threads} threads"
     log(
-        f"overhead benchmark: variants {args.variants}, {args.rounds} rounds x {args.steps} step(s), warm-up "
-        f"{args.warmup}, {args.threads} threads, torch {torch.__version__}"
+        f"overhead benchmark: {runtime.model_name} ({str(runtime.dtype).removeprefix('torch.')}) on {device_name};"
+        f" setups {args.setups} (timed: {args.timed_setups}), scopes {args.scopes}, {args.rounds} rounds x"
+        f" {args.steps} step(s), torch {torch.__version__}"
     )
-
-    model_path = args.model_path or smollm2_path()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_path or smollm2_path())
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     raw = load_classification_dataset("hwu64-scenario", split="train", max_samples=args.max_samples, seed=args.seed)
     template = GTAPromptTemplate(response_prefix=RESPONSE_PREFIX, system_prompt="You classify texts.")
     dataset = build_gta_dataset(raw, template=template, tokenizer=tokenizer)
+    gta_trainer_module.guess_span_mask = timed("guess_span_mask", gta_trainer_module.guess_span_mask)
 
-    workdir = tempfile.mkdtemp(prefix="gta-overhead-")
-    trainers: dict[str, GRPOTrainer] = {}
-    for variant in args.variants:
-        load_start = time.perf_counter()
-        trainers[variant] = build_trainer(variant, model_path, tokenizer, dataset, f"{workdir}/{variant}", args.seed)
-        log(f"built {variant} trainer in {time.perf_counter() - load_start:.1f} s")
+    session = Session(
+        runtime,
+        tokenizer,
+        dataset,
+        tempfile.mkdtemp(prefix="gta-overhead-"),
+        args.seed,
+        args.steps,
+        StepRecorder(runtime),
+    )
+    for setup in args.setups:
+        if setup in args.timed_setups:
+            run_timed_setup(session, setup, args.rounds, args.steps)
+        run_memory(session, setup, args.scopes)
 
-    batches = sample_batches(trainers["grpo"], args.steps, args.seed)
-    counts = [b.token_counts(tokenizer) for b in batches]
+    # identical batches: every trainer asked for the same prompts at every step, in the dataloader's order
+    expected = [b.key() for b in session.batches]
+    for key, (replay, rounds) in session.replays.items():
+        assert replay.seen["warmup"] == [expected[0]], f"{key}: first-step prompts differ from the sampled order"
+        assert replay.seen["measure"] == expected * rounds, f"{key}: prompts differ from the sampled order"
+
+    counts = [b.token_counts(tokenizer) for b in session.batches]
     floors = {
         "non_padded": statistics.mean(c["sft_tokens"] / c["rl_tokens"] for c in counts),
         "padded": statistics.mean(c["sft_tokens_padded"] / c["rl_tokens_padded"] for c in counts),
     }
-
-    sampler = RssSampler()
-    sampler.start()
-    recorder = StepRecorder(sampler)
-    replays: dict[str, ReplayGenerator] = {}
-    instrument_gta_module()
-    for variant, trainer in trainers.items():
-        replays[variant] = ReplayGenerator(batches)
-        trainer._generate_single_turn = replays[variant]
-        trainer.add_callback(recorder)
-        trainer.remove_callback(PrinterCallback)  # the per-step metric dicts; this script prints its own lines
-        instrument_trainer(trainer)
-    trim_heap()
-    baseline_rss = rss_bytes()
-
-    metrics: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    warmup = args.variants if args.warmup == "all" else ["grpo", next(v for v in args.variants if v != "grpo")]
-    log(f"warm-up ({args.warmup}): one discarded step of {', '.join(warmup)}")
-    for variant in warmup:
-        recorder.context = {"variant": variant, "round": -1, "phase": "warmup"}
-        metrics[variant] += train_steps(trainers[variant], 1)
-    for replay in replays.values():
-        replay.phase = "measure"
-    for round_index in range(args.rounds):
-        shift = round_index % len(args.variants)
-        order = args.variants[shift:] + args.variants[:shift]
-        log(f"round {round_index + 1}/{args.rounds}: {' -> '.join(order)}")
-        for variant in order:
-            recorder.context = {"variant": variant, "round": round_index, "phase": "measure"}
-            metrics[variant] += train_steps(trainers[variant], args.steps)
-    sampler.stop()
-
-    # identical batches: every trainer asked for the same prompts at every step, in the dataloader's order
-    expected = [b.key() for b in batches]
-    for variant, replay in replays.items():
-        assert replay.seen["measure"] == expected * args.rounds, f"{variant}: prompts differ from the sampled order"
-        assert replay.seen["warmup"] == ([expected[0]] if variant in warmup else []), f"{variant}: warm-up prompts"
-
-    summary = summarise(recorder.records, args.variants, baseline_rss)
-    conflict = {
-        v: statistics.mean(m["gta/conflict_rate"] for m in metrics[v] if m.get("gta/conflict_rate") is not None)
-        for v in args.variants
-        if any(m.get("gta/conflict_rate") is not None for m in metrics[v])
-    }
+    times = {setup: summarise_time(session.recorder.records, setup) for setup in args.timed_setups}
+    memory = summarise_memory(session)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(
@@ -544,27 +721,29 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "machine": {
+                    "device": device_name,
                     "cpu_count": os.cpu_count(),
                     "threads": args.threads,
                     "platform": platform.platform(),
                     "python": sys.version.split()[0],
                     "torch": torch.__version__,
                 },
-                "args": {k: v for k, v in vars(args).items()},
+                "args": vars(args),
+                "model": runtime.model_name,
+                "memory_tool": runtime.memory_tool,
                 "batches": counts,
                 "overhead_floor": floors,
-                "baseline_rss_bytes": baseline_rss,
-                "summary": summary,
-                "conflict_rate": conflict,
-                "steps": recorder.records,
-                "logged_metrics": metrics,
-                "batch_data": [asdict(b) for b in batches],
+                "time": times,
+                "memory": memory,
+                "steps": session.recorder.records,
+                "logged_metrics": {"/".join(key): entries for key, entries in session.metrics.items()},
+                "batch_data": [asdict(b) for b in session.batches],
             },
             indent=1,
         )
     )
-    log(f"raw timings written to {output}; total run time {time.perf_counter() - started:.0f} s")
-    print_report(summary, floors, baseline_rss, conflict)
+    log(f"raw results written to {output}; total run time {time.perf_counter() - started:.0f} s")
+    print_report(session, times, memory, floors)
     return 0
 
 
