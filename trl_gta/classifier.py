@@ -35,7 +35,7 @@ from .prompts import GTAPromptTemplate, ensure_pad_token, fitted_prompts, tokeni
 from .reply_format import CLASSIFY_MODES, GUESS_TARGET, extract_block, match_label, target_continuation
 
 DEFAULT_MAX_NEW_TOKENS = 256
-"""The reply budget when a checkpoint states none: the recipes' `max_completion_length` (answer mode stops at `</answer>`)."""
+"""The reply budget when a checkpoint states none: the recipes' (answer mode stops at `</answer>` anyway)."""
 
 
 @dataclass
