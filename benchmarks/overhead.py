@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig
 from torch.profiler import ProfilerActivity
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Qwen2Config, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
@@ -60,6 +59,8 @@ import trl_gta.trainer as gta_trainer_module
 from trl_gta import GTAConfig, GTAPromptTemplate, GTATrainer, build_gta_dataset
 from trl_gta.assets import smollm2_path
 from trl_gta.collator import target_token_ids
+from trl_gta.methods import default_lora_config
+from trl_gta.prompts import ensure_pad_token
 from trl_gta.registry import load_classification_dataset
 from trl_gta.rewards import answer_accuracy_reward, gta_format_reward, gta_partial_format_reward
 
@@ -294,7 +295,7 @@ def build_trainer(
 ) -> GRPOTrainer:
     """A fresh model (+ LoRA adapter for the `lora` setup) and the variant's trainer (GRPOTrainer or GTATrainer)."""
     trainer_class = GRPOTrainer if variant == "grpo" else GTATrainer
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = default_lora_config()
     return trainer_class(
         model=runtime.load_model(seed),
         # the partial format reward gives non-zero advantages, so the RL gradient is real and conflicts can occur
@@ -679,9 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         f" setups {args.setups} (timed: {args.timed_setups}), scopes {args.scopes}, {args.rounds} rounds x"
         f" {args.steps} step(s), torch {torch.__version__}"
     )
-    tokenizer = AutoTokenizer.from_pretrained(args.model_path or smollm2_path())
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(args.model_path or smollm2_path()))
     raw = load_classification_dataset("hwu64-scenario", split="train", max_samples=args.max_samples, seed=args.seed)
     template = GTAPromptTemplate(response_prefix=RESPONSE_PREFIX, system_prompt="You classify texts.")
     dataset = build_gta_dataset(raw, template=template, tokenizer=tokenizer)
