@@ -3,7 +3,8 @@
 Every mode runs the prompt part shared by all texts (instructions and label list) once, keeps it as a KV cache, and
 runs only each text's own tokens (and the template's closing tokens) over a copy of it. Three modes:
 - `answer`: greedily decode the whole `<guess>..</guess><think>..</think><answer>..</answer>` reply, stopping at the
-  closing `</answer>` (or end of sequence); the label is the answer.
+  closing `</answer>` (or end of sequence); the label is the answer. Steps also check drafts of the next tokens taken
+  from earlier replies, keeping only the tokens greedy decoding would choose.
 - `guess`: no sampling; the guess distribution over the label set is read from the model in batched forward passes
   over a KV cache of the prompt part shared by all texts, computed once. A label's probability is that of decoding
   its guess (the gold-guess target the model was trained on) constrained to the label set: the labels' tokens form
