@@ -152,11 +152,19 @@ def test_answer_mode_decodes_like_generate_on_full_prompts(tokenizer, prefix, ar
     model = tiny_model(tokenizer, arch=arch).eval()
     classifier = GTAClassifier(model, tokenizer, LABELS, GTAPromptTemplate(response_prefix=prefix))
     expected, _ = generate_on_full_prompts(classifier, ANSWER_TEXTS, max_new_tokens=12)
+    expected = [(prefix + text, count) for text, count in expected]
     for batch_size in (2, len(ANSWER_TEXTS)):
+        classifier._continuations.clear()  # no drafts from earlier replies at first; then the batches' own
         predictions = classifier.predict(ANSWER_TEXTS, mode="answer", batch_size=batch_size, max_new_tokens=12)
-        assert [(p.raw_output, p.generated_tokens) for p in predictions] == [
-            (prefix + text, count) for text, count in expected
-        ]
+        assert [(p.raw_output, p.generated_tokens) for p in predictions] == expected
+    # wrong drafts everywhere: every one is checked, and the replies do not change
+    wrong = torch.Generator().manual_seed(0)
+    classifier._continuations = {
+        (token,): tuple(torch.randint(len(tokenizer), (12,), generator=wrong).tolist())
+        for token in range(len(tokenizer))
+    }
+    predictions = classifier.predict(ANSWER_TEXTS, mode="answer", batch_size=3, max_new_tokens=12)
+    assert [(p.raw_output, p.generated_tokens) for p in predictions] == expected
 
 
 REPLIES = {  # per text, the reply a tiny model is trained to give
@@ -211,6 +219,26 @@ def test_answer_mode_stops_at_the_closing_answer_tag(trained_classifier):
     adaptive = trained_classifier.predict(texts, mode="adaptive", confidence_threshold=1.01, max_new_tokens=40)
     assert [p.raw_output for p in adaptive] == [p.raw_output for p in predictions]
     assert [p.generated_tokens for p in adaptive] == [p.generated_tokens for p in predictions]
+
+
+def test_drafts_from_earlier_replies_save_steps_not_tokens(trained_classifier, monkeypatch):
+    """Once replies are known, steps check drafts of several tokens: fewer forward passes, the same replies."""
+    model, texts = trained_classifier.model, list(REPLIES)
+    widths = []
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counting)
+    trained_classifier._continuations.clear()
+    first = trained_classifier.predict(texts, mode="answer", batch_size=4, max_new_tokens=40)
+    first_passes, widths[:] = len(widths), []
+    again = trained_classifier.predict(texts, mode="answer", batch_size=4, max_new_tokens=40)
+    assert [(p.raw_output, p.generated_tokens) for p in again] == [(p.raw_output, p.generated_tokens) for p in first]
+    assert first_passes <= max(p.generated_tokens for p in first)  # the tails, then at most a pass per token
+    assert len(widths) < first_passes / 3 and max(widths[1:]) > 1
 
 
 def test_answer_mode_parses_and_falls_back(tokenizer):
