@@ -39,7 +39,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig
 
 from trl_gta import GTAClassifier, GTAConfig, GTAPromptTemplate
-from trl_gta.evaluation import evaluate_classifier
+from trl_gta.evaluation import evaluate_in_training
 from trl_gta.methods import build_trainer, default_lora_config, grpo_baseline
 from trl_gta.prompts import ensure_pad_token
 from trl_gta.registry import load_classification_dataset
@@ -247,13 +247,9 @@ class EvalCallback(TrainerCallback):
             control.should_training_stop = True
 
     def record(self, step: int) -> None:
-        classifier = self.factory()
-        # evaluate_classifier seeds torch's RNG; training's sampling must go on as if no evaluation had happened
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-            metrics, _ = evaluate_classifier(
-                classifier, self.texts, self.gold, "answer", batch_size=16, max_new_tokens=64
-            )
-        classifier.model.train()
+        metrics = evaluate_in_training(
+            self.factory(), self.texts, self.gold, "answer", batch_size=16, max_new_tokens=64
+        )
         examples = step * self.examples_per_step
         baseline = self.baseline(examples) if self.baseline is not None else math.nan
         row = {

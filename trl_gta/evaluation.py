@@ -166,6 +166,22 @@ def format_table(
     return "\n".join(lines)
 
 
+def evaluate_in_training(
+    classifier: GTAClassifier, texts: Sequence[str], gold: Sequence[str], mode: str = "answer", **predict_kwargs: Any
+) -> dict:
+    """`evaluate_classifier` on a model being trained: training's random stream and train mode are left as they were.
+
+    (`evaluate_classifier` seeds torch, and `predict` puts the model in eval mode.)
+    """
+    import torch
+
+    was_training = classifier.model.training
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        metrics, _ = evaluate_classifier(classifier, texts, gold, mode, **predict_kwargs)
+    classifier.model.train(was_training)
+    return metrics
+
+
 class GTAEvalCallback(TrainerCallback):
     """Periodic held-out evaluation during `GTATrainer` training, logged like its other metrics (`gta_eval/...`).
 
