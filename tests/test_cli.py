@@ -315,3 +315,13 @@ def test_predict_resumes_after_ctrl_c_or_a_kill_byte_for_byte(tmp_path, gta_chec
     killed.write_bytes(complete + orphan + b'{"line": 1000, "lab')
     assert main([*args, "--output", str(killed)]) == 0
     assert killed.read_bytes() == whole.read_bytes()
+
+
+def test_train_reports_bad_input_in_one_line(tmp_path, model_dir, data_folder, capsys):
+    """A prompt limit below the instructions' length fails before training, as one line with exit status 1."""
+    args = ["train", "--model_name_or_path", model_dir, "--dataset_name", str(data_folder), "--use_cpu", "true"]
+    args += ["--output_dir", str(tmp_path / "out"), "--max_prompt_tokens", "8", "--report_to", "none"]
+    assert main(args) == 1
+    error = capsys.readouterr().err
+    assert "trl-gta train: error: The instructions and label list alone take" in error
+    assert "Traceback" not in error and not (tmp_path / "out" / "model.safetensors").exists()

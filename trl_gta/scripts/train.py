@@ -98,26 +98,32 @@ def main(script_args, training_args, model_args) -> None:
     """
     from ..evaluation import evaluate_classifier, write_results
     from ..methods import build_trainer, fair_start_options, prompt_template
-    from ..registry import load_classification_dataset
+    from ..registry import DatasetUnavailableError, load_classification_dataset
 
     _check(script_args)
-    train_raw = load_classification_dataset(
-        script_args.dataset_name, script_args.dataset_train_split, script_args.max_train_samples, training_args.seed
-    )
-    model, tokenizer, peft_config = _load_model(model_args, training_args)
-    template = prompt_template(script_args, getattr(training_args, "chat_template_kwargs", None))
-    trainer = build_trainer(
-        script_args.method,
-        model,
-        tokenizer,
-        train_raw,
-        training_args,
-        template,
-        peft_config,
-        script_args.max_prompt_tokens,
-        script_args.partial_format_reward,
-        **fair_start_options(script_args),
-    )
+    try:  # bad data, labels or lengths: one line before any training, not a traceback
+        train_raw = load_classification_dataset(
+            script_args.dataset_name,
+            script_args.dataset_train_split,
+            script_args.max_train_samples,
+            training_args.seed,
+        )
+        model, tokenizer, peft_config = _load_model(model_args, training_args)
+        template = prompt_template(script_args, getattr(training_args, "chat_template_kwargs", None))
+        trainer = build_trainer(
+            script_args.method,
+            model,
+            tokenizer,
+            train_raw,
+            training_args,
+            template,
+            peft_config,
+            script_args.max_prompt_tokens,
+            script_args.partial_format_reward,
+            **fair_start_options(script_args),
+        )
+    except (ValueError, DatasetUnavailableError) as error:
+        raise UserError(str(error).splitlines()[0]) from error
     if hasattr(trainer, "dataset_names"):
         trainer.dataset_names = [script_args.dataset_name]
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
