@@ -12,12 +12,14 @@ import csv
 import math
 import os
 import shutil
+import statistics
 from collections import defaultdict
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from scipy.stats import t as t_distribution  # noqa: E402
 
 FIELDS = [
     "dataset",
@@ -159,56 +161,94 @@ def split_incomplete(rows: list[dict]) -> tuple[list[dict], list[str]]:
     return complete, [f"{dataset}/{method}/seed {seed}" for dataset, method, seed in sorted(short)]
 
 
+def seed_curves(rows: list[dict], dataset: str, method: str) -> dict[int, dict[int, float]]:
+    """Each seed's accuracy at each evaluated budget (training examples seen)."""
+    curves: dict[int, dict[int, float]] = defaultdict(dict)
+    for row in rows:
+        if row["dataset"] == dataset and row["method"] == method:
+            curves[row["seed"]][row["examples"]] = row["accuracy"]
+    return {seed: dict(sorted(curve.items())) for seed, curve in sorted(curves.items())}
+
+
 def mean_curve(rows: list[dict], dataset: str, method: str) -> dict[int, float]:
     """Accuracy at each evaluated budget (training examples seen), averaged over the seeds evaluated there."""
     points: dict[int, list[float]] = defaultdict(list)
-    for row in rows:
-        if row["dataset"] == dataset and row["method"] == method:
-            points[row["examples"]].append(row["accuracy"])
+    for curve in seed_curves(rows, dataset, method).values():
+        for examples, accuracy in curve.items():
+            points[examples].append(accuracy)
     return {examples: sum(values) / len(values) for examples, values in sorted(points.items())}
 
 
-def final_accuracy(rows: list[dict], dataset: str, method: str) -> tuple[float, int] | None:
-    """Mean final accuracy over the method's seeds and the number of seeds (None when the method was not run)."""
-    runs = final_rows(rows).get((dataset, method))
-    return (sum(r["accuracy"] for r in runs) / len(runs), len(runs)) if runs else None
+def final_accuracies(rows: list[dict], dataset: str, method: str) -> list[float]:
+    """Each seed's final accuracy (empty when the method was not run)."""
+    return [r["accuracy"] for r in final_rows(rows).get((dataset, method), [])]
 
 
-def difference_ci(a: tuple[float, int], b: tuple[float, int], n_test: int) -> tuple[float, float]:
-    """Difference of two mean accuracies and a 95% half-width, the two treated as independent binomials."""
-    variance = sum(max(p * (1 - p), 1e-12) / (n_test * seeds) for p, seeds in (a, b))
-    return a[0] - b[0], 1.96 * math.sqrt(variance)
+def difference_ci(a: list[float], b: list[float], n_test: int) -> tuple[float, float, bool]:
+    """Difference of two methods' mean final accuracies (per-seed lists), a 95% half-width, and whether the half-width
+    includes the spread between seeds.
+
+    Two errors add up. The test sample: each mean accuracy p carries p(1-p)/n_test, and every seed is scored on the
+    same test texts, so more seeds do not shrink it. The seeds: a k-seed mean carries s^2/k, s^2 the seeds' sample
+    variance. With at least 2 seeds per method the half-width takes Student's t at the Welch-Satterthwaite degrees of
+    freedom of the seed part (wide at 3 seeds, which is what 3 seeds can tell); with one seed the spread between
+    seeds is unknown, and the interval covers the test sample only.
+    """
+    means = [sum(values) / len(values) for values in (a, b)]
+    variance = sum(max(p * (1 - p), 1e-12) / n_test for p in means)
+    if min(len(a), len(b)) < 2:
+        return means[0] - means[1], 1.96 * math.sqrt(variance), False
+    seed_parts = [statistics.variance(values) / len(values) for values in (a, b)]
+    denominator = sum(part**2 / (len(values) - 1) for part, values in zip(seed_parts, (a, b), strict=True))
+    critical = t_distribution.ppf(0.975, sum(seed_parts) ** 2 / denominator) if denominator > 0 else 1.96
+    return means[0] - means[1], critical * math.sqrt(variance + sum(seed_parts)), True
 
 
-def margin_verdict(name: str, a: tuple[float, int], b: tuple[float, int], margin: float, n_test: int) -> str:
-    """`name` is "a - b > margin": the point estimate decides met / not met, the interval whether the test set can."""
-    difference, half = difference_ci(a, b, n_test)
+def margin_verdict(name: str, a: list[float], b: list[float], margin: float, n_test: int) -> str:
+    """`name` is "a - b > margin": the point estimate decides met / not met, the interval whether the data can."""
+    difference, half, with_seeds = difference_ci(a, b, n_test)
     met = "met" if difference > margin else "not met"
     if difference - half > margin or difference + half <= margin:
         settled = "the interval settles it"
     else:
-        settled = f"the interval contains {margin:+.2f}, so this test set cannot settle it"
-    return f"{name}: {difference:+.3f} (95% CI {difference - half:+.3f} to {difference + half:+.3f}), {met}; {settled}"
+        settled = f"the interval contains {margin:+.2f}, so these runs cannot settle it"
+    if not with_seeds:
+        settled += " (one seed: the interval leaves out the spread between seeds)"
+    seeds = f"seeds {len(a)} vs {len(b)}"
+    return (
+        f"{name}: {difference:+.3f} (95% CI {difference - half:+.3f} to {difference + half:+.3f}, {seeds}), {met}; "
+        f"{settled}"
+    )
+
+
+def first_reach(curve: dict[int, float], target: float) -> int | None:
+    """The first budget at which `curve` reaches `target` (None: never)."""
+    return next((examples for examples, accuracy in curve.items() if accuracy >= target), None)
 
 
 def examples_to_reach(rows: list[dict], dataset: str) -> str:
-    """Hypothesis 1: GTA reaches GRPO's final accuracy with <= 1/4 of GRPO's examples (mean curves over seeds)."""
-    grpo_curve, gta_curve = mean_curve(rows, dataset, "grpo"), mean_curve(rows, dataset, "gta")
-    budget, target = max(grpo_curve), final_accuracy(rows, dataset, "grpo")[0]
+    """Hypothesis 1: GTA reaches GRPO's final accuracy with <= 1/4 of GRPO's examples (on GTA's mean curve over seeds,
+    and per GTA seed, so that the spread between seeds shows)."""
+    grpo_finals = final_accuracies(rows, dataset, "grpo")
+    budget, target = max(mean_curve(rows, dataset, "grpo")), sum(grpo_finals) / len(grpo_finals)
     claim = f"GTA reaches GRPO's final accuracy ({target:.3f}) with <= 1/4 of GRPO's {budget} examples"
-    reached = next((examples for examples, accuracy in gta_curve.items() if accuracy >= target), None)
+    per_seed = [first_reach(curve, target) for curve in seed_curves(rows, dataset, "gta").values()]
+    seeds = " / ".join("never" if reached is None else str(reached) for reached in per_seed)
+    reached = first_reach(mean_curve(rows, dataset, "gta"), target)
     if reached is None:
-        return f"{claim}: not met; GTA never reached it"
+        return f"{claim}: not met; GTA's mean curve never reached it (per GTA seed: {seeds})"
     met = "met" if reached <= budget / 4 else "not met"
     trivial = " (before any RL step: trivially)" if reached == 0 else ""
-    return f"{claim}: {met}; GTA reached it after {reached} examples{trivial}"
+    return f"{claim}: {met}; GTA's mean curve reached it after {reached} examples{trivial} (per GTA seed: {seeds})"
 
 
 def hypotheses(rows: list[dict], dataset: str, n_test: int) -> list[str]:
-    """The benchmarks issue's three hypotheses, with figures and verdicts (skipped when an arm is missing)."""
-    final = {method: final_accuracy(rows, dataset, method) for method in ("sft", "grpo", "gta", "gta_rl")}
+    """The benchmarks issue's three hypotheses, with figures and verdicts (skipped when an arm is missing). GTA is
+    held against SFT at its plateau (`sft_plateau`) where that was run, else against SFT on the same budget."""
+    final = {m: final_accuracies(rows, dataset, m) for m in ("sft", "sft_plateau", "grpo", "gta", "gta_rl")}
     lines = [examples_to_reach(rows, dataset)] if final["gta"] and final["grpo"] else []
-    for other, name in (("sft", "GTA - SFT > +0.02"), ("grpo", "GTA - GRPO > +0.02"), ("gta_rl", "GTA - GTA(RL) > 0")):
+    sft = ("sft_plateau", "GTA - SFT at its plateau > +0.02") if final["sft_plateau"] else ("sft", "GTA - SFT > +0.02")
+    for other, name in (sft, ("grpo", "GTA - GRPO > +0.02"), ("gta_rl", "GTA - GTA(RL) > 0")):
         if final["gta"] and final[other]:
             margin = 0.0 if other == "gta_rl" else 0.02
             lines.append(margin_verdict(name, final["gta"], final[other], margin, n_test))
@@ -234,8 +274,9 @@ def main() -> None:
         verdicts = hypotheses(rows, dataset, args.test_size)
         if verdicts:
             markdown += (
-                f"\n\nHypotheses on {dataset} (final accuracies averaged over seeds; the intervals cover the test "
-                "set's sampling error only, not the spread between seeds shown per seed above):\n\n"
+                f"\n\nHypotheses on {dataset} (final accuracies averaged over seeds; the 95% intervals add the "
+                "test sample's error and, with two seeds or more per method, the spread between seeds, at Student's "
+                "t):\n\n"
             )
             markdown += "\n".join(f"- {line}" for line in verdicts)
     if incomplete:

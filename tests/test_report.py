@@ -1,9 +1,11 @@
 import csv
 import math
 import os
+import statistics
 
 import pytest
 import report
+import scipy.stats
 
 
 def test_report_tables_and_plots_come_from_the_csv(tmp_path):
@@ -70,14 +72,41 @@ def test_hypotheses_verdicts_and_intervals():
         + run_rows("gta_rl", 0, {0: 0.0, 80: 0.20})
     )
     first, versus_sft, versus_grpo, versus_rl = report.hypotheses(rows, "d", n_test=200)
-    assert first.endswith("met; GTA reached it after 20 examples")
+    assert first.endswith("met; GTA's mean curve reached it after 20 examples (per GTA seed: 20)")
     assert "+0.010" in versus_sft and "not met; the interval contains +0.02" in versus_sft
     half = 1.96 * ((0.5 * 0.5 + 0.3 * 0.7) / 200) ** 0.5
-    assert f"+0.200 (95% CI {0.2 - half:+.3f} to {0.2 + half:+.3f}), met; the interval settles it" in versus_grpo
+    assert f"+0.200 (95% CI {0.2 - half:+.3f} to {0.2 + half:+.3f}, seeds 1 vs 1), met; the interval" in versus_grpo
+    assert "settles it (one seed: the interval leaves out the spread between seeds)" in versus_grpo
     assert versus_rl.startswith("GTA - GTA(RL) > 0: +0.300") and "met; the interval settles it" in versus_rl
     late = run_rows("grpo", 0, {0: 0.0, 80: 0.30}) + run_rows("gta", 0, {0: 0.0, 40: 0.3, 80: 0.4})
-    assert "not met; GTA reached it after 40 examples" in report.hypotheses(late, "d", 200)[0]
+    assert "not met; GTA's mean curve reached it after 40 examples" in report.hypotheses(late, "d", 200)[0]
     assert report.hypotheses(run_rows("gta", 0, {0: 0.1, 80: 0.3}), "d", 200) == []
+
+
+def test_hypotheses_intervals_include_the_spread_between_seeds():
+    """Three seeds per method: the seeds' variance joins the test sample's at Student's t (Welch's degrees of freedom),
+    so a mean gain that one seed out of three contradicts is not settled; GTA is held against SFT at its plateau."""
+    finals = {"gta": (0.50, 0.10, 0.60), "grpo": (0.20, 0.22, 0.24), "sft": (0.1, 0.1, 0.1), "sft_plateau": (0.3,) * 3}
+    rows = [
+        row
+        for method, accuracies in finals.items()
+        for seed, accuracy in enumerate(accuracies)
+        for row in run_rows(method, seed, {0: 0.0, 40: accuracy - 0.05 * (seed == 1), 160: accuracy})
+    ]
+    first, versus_sft, versus_grpo = report.hypotheses(rows, "d", n_test=200)
+    assert first.endswith("reached it after 40 examples (per GTA seed: 40 / never / 40)")
+    assert versus_sft.startswith("GTA - SFT at its plateau > +0.02: +0.100")
+    gta, grpo = finals["gta"], finals["grpo"]
+    seed_parts = [statistics.variance(values) / 3 for values in (gta, grpo)]
+    test_part = (0.4 * 0.6 + 0.22 * 0.78) / 200
+    degrees = sum(seed_parts) ** 2 / sum(part**2 / 2 for part in seed_parts)
+    half = scipy.stats.t.ppf(0.975, degrees) * (test_part + sum(seed_parts)) ** 0.5
+    assert half > 0.5 and 2 < degrees < 2.1  # GTA's seeds dominate: close to a 2-degree t
+    difference, width, with_seeds = report.difference_ci(list(gta), list(grpo), 200)
+    assert (difference, width, with_seeds) == (pytest.approx(0.18), pytest.approx(half), True)
+    assert "seeds 3 vs 3), met; the interval contains +0.02, so these runs cannot settle it" in versus_grpo
+    steady = report.difference_ci([0.5] * 3, [0.3] * 3, 200)  # no spread between seeds: the test sample's error
+    assert steady[1] == pytest.approx(1.96 * ((0.25 + 0.21) / 200) ** 0.5) and steady[2]
 
 
 def test_unfinished_runs_are_left_out():
@@ -112,7 +141,7 @@ def test_sft_to_its_ceiling_does_not_shorten_the_others():
         row["train_size"] = 160
     complete, short = report.split_incomplete(rows)
     assert short == ["d/gta/seed 1"] and {r["method"] for r in complete} == {"gta", "sft_plateau"}
-    assert report.final_accuracy(complete, "d", "sft_plateau") == (0.5, 1)
+    assert report.final_accuracies(complete, "d", "sft_plateau") == [0.5]
 
 
 def test_main_names_outputs_after_the_csv_and_copies_plots_for_the_docs(tmp_path, monkeypatch):

@@ -44,15 +44,17 @@ def test_format_warmup_trains_in_place(tmp_path, tokenizer, raw_dataset):
 
 
 def test_random_label_replies_draw_labels_of_the_set_with_neutral_thinks():
-    """Labels are uniform over the set and the same in guess and answer; the think varies and never names a label."""
+    """Labels are balanced over the set and the same in guess and answer; the think varies and never names a label."""
     labels = ["alarm", "weather", "music"]
     replies = random_label_replies(GTA_TAGS, labels, 3000, seed=1)
     assert replies == random_label_replies(GTA_TAGS, labels, 3000, seed=1)
     assert replies != random_label_replies(GTA_TAGS, labels, 3000, seed=2)
     parsed = [parse_gta(reply) for reply in replies]
     assert all(p.is_well_formed and p.guess == p.answer for p in parsed)
-    counts = Counter(p.answer for p in parsed)
-    assert set(counts) == set(labels) and all(900 < n < 1100 for n in counts.values())
+    assert Counter(p.answer for p in parsed) == {label: 1000 for label in labels}
+    first = Counter(parse_gta(reply).answer for reply in random_label_replies(GTA_TAGS, labels, 7, seed=4))
+    assert sorted(first.values()) == [2, 2, 3]  # every label as often as any other, give or take one
+    assert len({tuple(random_label_replies(GTA_TAGS, labels, 3, seed=s)) for s in range(20)}) > 1  # random order
     assert {p.think for p in parsed} == set(THINK_TEMPLATES)
     assert all(label not in p.think.casefold() for p in parsed for label in labels)
     assert random_label_replies(THINK_ANSWER_TAGS, ["sport"], 1, templates=["Hm."]) == [
@@ -83,9 +85,14 @@ def test_random_warmup_supervises_whole_replies(tokenizer, raw_dataset, monkeypa
     monkeypatch.setattr("trl.SFTTrainer", Recorder)
     template = GTAPromptTemplate(response_prefix="<guess>")
     format_warmup(tiny_model(tokenizer), tokenizer, raw_dataset, template, "unused", max_steps=1, seed=3)
-    rows = captured["rows"]
-    assert rows["label"] == random_label_replies(GTA_TAGS, LABELS, len(raw_dataset), seed=3)
-    assert rows["label"] != [f"<guess>{g}</guess>" for g in build_gta_dataset(raw_dataset)["label"]]
+    rows = captured["rows"]  # the first max_steps x batch_size = 8 of the 9 texts
+    assert (
+        build_gta_dataset(raw_dataset.select(range(8)), template=template, tokenizer=tokenizer)["prompt"]
+        == rows["prompt"]
+    )
+    assert rows["label"] == random_label_replies(GTA_TAGS, LABELS, 8, seed=3)
+    gold = build_gta_dataset(raw_dataset)["label"][:8]
+    assert [parse_gta(reply).answer for reply in rows["label"]] != gold  # drawn, not the texts' own labels
     batch = captured["collator"]([rows[0], rows[1]])
     for row, labels in zip((rows[0], rows[1]), batch["labels"], strict=True):
         supervised = labels[labels != -100]

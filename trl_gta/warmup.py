@@ -76,10 +76,13 @@ def neutral_thinks(labels: Sequence[str], templates: Sequence[str] = THINK_TEMPL
 def random_label_replies(
     tags: tuple[str, ...], labels: Sequence[str], count: int, seed: int = 0, templates: Sequence[str] = THINK_TEMPLATES
 ) -> list[str]:
-    """`count` replies in the format of `tags`, each with a label drawn uniformly from `labels` and a neutral think.
+    """`count` replies in the format of `tags`, each with a label drawn at random from `labels` and a neutral think.
 
-    The drawn label fills every non-think slot (guess and answer): the reply is consistent, as a model's own would be,
-    and it says nothing about the text it follows.
+    The draws are balanced: the labels come in shuffled rounds of the whole set, so every label fills as many replies
+    as any other (give or take one) and no label is favoured by the luck of the draw (independent draws leave some
+    labels several times as frequent as others in a warm-up of 64 replies). The drawn label fills
+    every non-think slot (guess and answer): the reply is consistent, as a model's own would be, and it says nothing
+    about the text it follows.
 
     Args:
         tags: The format's tags, e.g. `("guess", "think", "answer")`.
@@ -95,12 +98,15 @@ def random_label_replies(
         >>> random_label_replies(("think", "answer"), ["sport"], 1, templates=["Hm."])
         ['<think>Hm.</think><answer>sport</answer>']
     """
-    thinks, rng = neutral_thinks(labels, templates), random.Random(seed)
-    replies = []
-    for _ in range(count):
-        label, think = rng.choice(list(labels)), rng.choice(thinks)
-        replies.append("".join(f"<{tag}>{think if tag == 'think' else label}</{tag}>" for tag in tags))
-    return replies
+    neutral, rng = neutral_thinks(labels, templates), random.Random(seed)
+    drawn: list[str] = []
+    while len(drawn) < count:
+        drawn += rng.sample(list(labels), len(labels))
+    thinks = [rng.choice(neutral) for _ in range(count)]
+    return [
+        "".join(f"<{tag}>{think if tag == 'think' else label}</{tag}>" for tag in tags)
+        for label, think in zip(drawn[:count], thinks, strict=True)
+    ]
 
 
 def format_warmup(
@@ -120,8 +126,9 @@ def format_warmup(
 ) -> Any:
     """Train `model` for `max_steps` supervised steps on replies in `template`'s format that carry no task signal.
 
-    `labels` picks what fills the label slots: `"random"` (labels drawn independently of the text, supervised) or
-    `"masked"` (the gold labels, masked out of the loss); see the module docstring. A PeftModel is trained in place;
+    `labels` picks what fills the label slots: `"random"` (labels drawn independently of the text, balanced over the
+    set, supervised) or `"masked"` (the gold labels, masked out of the loss); see the module docstring. The warm-up
+    takes the first `max_steps * batch_size` texts of `train_dataset`. A PeftModel is trained in place;
     with `peft_config` the model is wrapped first (as `SFTTrainer` does), so that the RL trainer can continue the same
     adapter. `max_prompt_tokens` cuts texts as `build_gta_dataset` does for the RL run. The model's gradient
     checkpointing is left as it was found (the warm-up's `SFTConfig` turns it on by default, and an RL config that
@@ -135,6 +142,8 @@ def format_warmup(
 
     if labels not in WARMUP_LABELS:
         raise ValueError(f"labels must be one of {WARMUP_LABELS}, got {labels!r}.")
+    if len(train_dataset) > max_steps * batch_size:  # the texts one process consumes, so its draws stay balanced
+        train_dataset = train_dataset.select(range(max_steps * batch_size))
     rows = build_gta_dataset(
         train_dataset, template=template, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens
     )
