@@ -151,7 +151,11 @@ CONFIG_CASES = {  # command -> (YAML values, flags, expected (dataclass index, f
         ["--output_dir", "p"],
         [(0, "adapter", "a"), (0, "output_dir", "p")],
     ),
-    "quickstart": ({"max_steps": 3, "seed": 4}, ["--seed", "5"], [(0, "max_steps", 3), (0, "seed", 5)]),
+    "quickstart": (
+        {"max_steps": 3, "seed": 4, "format_warmup_labels": "random"},
+        ["--seed", "5", "--valid_label_reward", "true"],
+        [(0, "max_steps", 3), (0, "seed", 5), (0, "format_warmup_labels", "random"), (0, "valid_label_reward", True)],
+    ),
 }
 
 

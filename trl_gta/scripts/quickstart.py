@@ -2,8 +2,9 @@
 
 Fair start: zero-shot, SmolLM2 never writes the GTA format, so RL alone would see no reward. Three library options
 give it a start without teaching the task: the prompt opens the reply with `<guess>` (`response_prefix`), a short
-format warm-up teaches the tags and layout with the label names masked out of the loss (`format_warmup`), and a
-partial format reward credits each well-placed block.
+format warm-up teaches the tags and layout (`format_warmup`: with the label names masked out of the loss, or with
+labels drawn at random from the label set, `--format_warmup_labels random`), and a partial format reward credits each
+well-placed block.
 """
 
 import os
@@ -34,6 +35,17 @@ class QuickstartArguments:
         default=None, metadata={"help": f"Test texts evaluated (default: {DEFAULT_EVAL_SAMPLES})."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the data subsamples and of training."})
+    format_warmup_labels: str = field(
+        default="masked",
+        metadata={
+            "help": "What fills the warm-up's label slots: `masked` (the gold labels, masked out of the loss) or "
+            "`random` (labels drawn at random from the label set: fair start v2).",
+            "choices": ["masked", "random"],
+        },
+    )
+    valid_label_reward: bool = field(
+        default=False, metadata={"help": "Add the valid-label reward (1 for an answer that is a label of the set)."}
+    )
 
 
 def main(script_args: QuickstartArguments) -> dict:
@@ -88,9 +100,8 @@ def main(script_args: QuickstartArguments) -> dict:
 
     before = evaluate(model)
     model = get_peft_model(model, default_lora_config())
-    # the label-masked warm-up is the one measured through the quickstart (README); the random-label one is not yet
     warmup_dir = os.path.join(args.output_dir, "warmup")
-    format_warmup(model, tokenizer, train_raw, template, warmup_dir, WARMUP_STEPS, labels="masked")
+    format_warmup(model, tokenizer, train_raw, template, warmup_dir, WARMUP_STEPS, labels=args.format_warmup_labels)
     warmed = evaluate(model)
     config = GTAConfig(
         output_dir=args.output_dir,
@@ -119,6 +130,7 @@ def main(script_args: QuickstartArguments) -> dict:
         template,
         max_prompt_tokens=256,
         partial_format_reward=True,
+        valid_label_reward=args.valid_label_reward,
     )
     trainer.dataset_names = ["hwu64-scenario"]
     trainer.train()
@@ -135,6 +147,8 @@ def main(script_args: QuickstartArguments) -> dict:
         "max_steps": max_steps,
         "train_examples": max_steps * PROMPTS_PER_STEP,
         "warmup_steps": WARMUP_STEPS,
+        "format_warmup_labels": args.format_warmup_labels,
+        "valid_label_reward": args.valid_label_reward,
         "before": before,
         "after_format_warmup": warmed,
         "after": after,
