@@ -36,6 +36,7 @@ from trl_gta import GTAClassifier, GTAPromptTemplate
 from trl_gta.checkpoint import library_versions
 from trl_gta.evaluation import evaluate_classifier
 from trl_gta.registry import load_classification_dataset
+from trl_gta.reply_format import extract_block, match_label
 from trl_gta.warmup import format_warmup
 
 PREFIX = {"gta": "<guess>", "think_answer": "<think>"}
@@ -44,30 +45,40 @@ TARGETS = {"format_rate": 0.95, "in_label_set": 0.90}
 GROUP_TOKENS = 48  # the cpu convergence preset's max_completion_length
 
 
-def sampled_groups(classifier: GTAClassifier, texts, gold, group_size: int, seed: int) -> dict:
-    """What RL sees: `group_size` completions sampled per text at temperature 1; the share of groups with an accuracy
-    signal (right and wrong answers within the group), of sampled answers inside the label set, and the mean number of
-    distinct labels per group."""
+@torch.no_grad()
+def sampled_groups(classifier: GTAClassifier, texts, gold, group_size: int, seed: int, batch_size: int = 4) -> dict:
+    """What RL sees: `group_size` completions sampled per text at temperature 1 with `model.generate` (as TRL's GRPO
+    samples; the classifier decodes greedily); the share of groups with an accuracy signal (right and wrong answers
+    within the group), of sampled answers inside the label set, and the mean number of distinct labels per group."""
     torch.manual_seed(seed)
-    predictions = classifier.predict(
-        [text for text in texts for _ in range(group_size)],
-        mode="answer",
-        batch_size=16,
-        max_new_tokens=GROUP_TOKENS,
-        do_sample=True,
-        temperature=1.0,
-        top_p=1.0,
-        top_k=0,
-    )
-    groups = [predictions[i : i + group_size] for i in range(0, len(predictions), group_size)]
-    right = [[p.label == label for p in group] for group, label in zip(groups, gold, strict=True)]
+    model, tokenizer, template = classifier.model, classifier.tokenizer, classifier.template
+    model.eval()
+    tokenizer.padding_side = "left"
+    answers = []
+    for start in range(0, len(texts), batch_size):
+        prompts = [template.prompt(text, classifier.labels, tokenizer) for text in texts[start : start + batch_size]]
+        batch = tokenizer(prompts, return_tensors="pt", padding=True)
+        output = model.generate(
+            **batch,
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            max_new_tokens=GROUP_TOKENS,
+            num_return_sequences=group_size,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        replies = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        answers += [match_label(extract_block(reply, "answer", unique=True), classifier.labels) for reply in replies]
+    groups = [answers[i : i + group_size] for i in range(0, len(answers), group_size)]
+    right = [[answer == label for answer in group] for group, label in zip(groups, gold, strict=True)]
     return {
         "group_size": group_size,
         "groups_with_signal": sum(any(r) and not all(r) for r in right) / len(groups),
-        "sampled_in_label_set": sum(p.label is not None for p in predictions) / len(predictions),
-        "sampled_accuracy": sum(map(sum, right)) / len(predictions),
-        "labels_per_group": sum(len({p.label for p in g if p.label is not None}) for g in groups) / len(groups),
-        "sampled_answers": dict(Counter(p.label for p in predictions if p.label is not None).most_common()),
+        "sampled_in_label_set": sum(answer is not None for answer in answers) / len(answers),
+        "sampled_accuracy": sum(map(sum, right)) / len(answers),
+        "labels_per_group": sum(len({a for a in g if a is not None}) for g in groups) / len(groups),
+        "sampled_answers": dict(Counter(answer for answer in answers if answer is not None).most_common()),
     }
 
 
