@@ -2,9 +2,9 @@
 
 Fair start: zero-shot, SmolLM2 never writes the GTA format, so RL alone would see no reward. Three library options
 give it a start without teaching the task: the prompt opens the reply with `<guess>` (`response_prefix`), a short
-format warm-up teaches the tags and layout (`format_warmup`: with the label names masked out of the loss, or with
-labels drawn at random from the label set, `--format_warmup_labels random`), and a partial format reward credits each
-well-placed block.
+format warm-up teaches the tags and layout and to answer with a label of the set (`format_warmup` with labels drawn at
+random, fair start v2; `--format_warmup_labels masked` masks the gold labels out of the loss instead), and the partial
+format and valid-label rewards credit each well-placed block and an answer inside the label set.
 """
 
 import os
@@ -36,7 +36,7 @@ class QuickstartArguments:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the data subsamples and of training."})
     format_warmup_labels: str = field(
-        default="masked",
+        default="random",
         metadata={
             "help": "What fills the warm-up's label slots: `masked` (the gold labels, masked out of the loss) or "
             "`random` (labels drawn at random from the label set: fair start v2).",
@@ -44,7 +44,7 @@ class QuickstartArguments:
         },
     )
     valid_label_reward: bool = field(
-        default=False, metadata={"help": "Add the valid-label reward (1 for an answer that is a label of the set)."}
+        default=True, metadata={"help": "Add the valid-label reward (1 for an answer that is a label of the set)."}
     )
 
 
