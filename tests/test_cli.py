@@ -152,9 +152,9 @@ CONFIG_CASES = {  # command -> (YAML values, flags, expected (dataclass index, f
         [(0, "adapter", "a"), (0, "output_dir", "p")],
     ),
     "quickstart": (
-        {"max_steps": 3, "seed": 4, "format_warmup_labels": "random"},
-        ["--seed", "5", "--valid_label_reward", "true"],
-        [(0, "max_steps", 3), (0, "seed", 5), (0, "format_warmup_labels", "random"), (0, "valid_label_reward", True)],
+        {"max_steps": 3, "seed": 4, "format_warmup_labels": "masked"},
+        ["--seed", "5", "--valid_label_reward", "false"],
+        [(0, "max_steps", 3), (0, "seed", 5), (0, "format_warmup_labels", "masked"), (0, "valid_label_reward", False)],
     ),
 }
 
