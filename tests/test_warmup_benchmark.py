@@ -18,3 +18,7 @@ def test_warmup_benchmark_writes_its_table(tmp_path, model_dir, monkeypatch):
         assert sum(row["sampled_answers"].values()) == round(row["sampled_in_label_set"] * 3 * 2)
     table = (tmp_path / "warmup.md").read_text()
     assert table.count("| gta |") == 2 and "3 hwu64-scenario test texts (18 labels)" in table
+    (tmp_path / "warmup.md").unlink()
+    monkeypatch.setattr(sys, "argv", ["warmup.py", "--table_only", "--output_dir", str(tmp_path)])
+    warmup.main()  # the table again, from the JSON alone
+    assert (tmp_path / "warmup.md").read_text() == table
