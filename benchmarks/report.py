@@ -108,12 +108,18 @@ def cell(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.3f}"
 
 
+def _final_order(row: dict) -> tuple:
+    """Which evaluation of a run is its final one: the last, or for `sft_plateau` the best (the earliest of ties)."""
+    return (row["accuracy"], -row["examples"]) if row["method"] == "sft_plateau" else (row["examples"],)
+
+
 def final_rows(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """Per (dataset, method), each seed's last evaluation."""
+    """Per (dataset, method), each seed's final evaluation: the last one; for `sft_plateau` the best one (SFT at its
+    ceiling: the run stops only after epochs that did not beat it, so its last evaluation may be below it)."""
     last: dict[tuple[str, str, int], dict] = {}
     for row in rows:
         key = (row["dataset"], row["method"], row["seed"])
-        if key not in last or row["examples"] > last[key]["examples"]:
+        if key not in last or _final_order(row) > _final_order(last[key]):
             last[key] = row
     final: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for (dataset, method, _), row in sorted(last.items()):

@@ -134,14 +134,15 @@ def test_sft_to_its_ceiling_does_not_shorten_the_others():
     raise the budget the other runs are held to."""
     rows = (
         run_rows("gta", 0, {0: 0.0, 160: 0.5})
-        + run_rows("sft_plateau", 0, {0: 0.0, 160: 0.4, 320: 0.5, 480: 0.5})
+        + run_rows("sft_plateau", 0, {0: 0.0, 160: 0.4, 320: 0.5, 480: 0.45, 640: 0.5})
         + run_rows("gta", 1, {0: 0.0, 80: 0.3})
     )
     for row in rows:
         row["train_size"] = 160
     complete, short = report.split_incomplete(rows)
     assert short == ["d/gta/seed 1"] and {r["method"] for r in complete} == {"gta", "sft_plateau"}
-    assert report.final_accuracies(complete, "d", "sft_plateau") == [0.5]
+    assert report.final_accuracies(complete, "d", "sft_plateau") == [0.5]  # its best evaluation, not its last..
+    assert [row["examples"] for row in report.final_rows(complete)[("d", "sft_plateau")]] == [320]  # ..the earliest
 
 
 def test_main_names_outputs_after_the_csv_and_copies_plots_for_the_docs(tmp_path, monkeypatch):
