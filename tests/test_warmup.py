@@ -127,3 +127,9 @@ def test_format_warmup_wraps_with_peft_config_and_restores_checkpointing(tmp_pat
     lora = [p for n, p in warmed.named_parameters() if "lora_B" in n]
     assert lora and any(p.abs().sum() > 0 for p in lora)  # B starts at zero: the adapter was trained
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)  # base frozen
+
+
+def test_warmup_refuses_an_iterable_dataset_with_a_clear_error(tokenizer, raw_dataset):
+    template = GTAPromptTemplate(response_prefix="<guess>")
+    with pytest.raises(TypeError, match=r"map-style datasets.Dataset .* got IterableDataset.*take\(16\)"):
+        format_warmup(tiny_model(tokenizer), tokenizer, raw_dataset.to_iterable_dataset(), template, "x", max_steps=2)

@@ -138,10 +138,16 @@ def format_warmup(
         The warmed-up model (the PeftModel when `peft_config` was given).
     """
     import torch
+    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     if labels not in WARMUP_LABELS:
         raise ValueError(f"labels must be one of {WARMUP_LABELS}, got {labels!r}.")
+    if not isinstance(train_dataset, Dataset):
+        raise TypeError(
+            f"format_warmup needs a map-style datasets.Dataset (it draws one reply per text), got "
+            f"{type(train_dataset).__name__}; e.g. Dataset.from_list(list(iterable.take({max_steps * batch_size})))."
+        )
     if len(train_dataset) > max_steps * batch_size:  # the texts one process consumes, so its draws stay balanced
         train_dataset = train_dataset.select(range(max_steps * batch_size))
     rows = build_gta_dataset(
