@@ -53,11 +53,10 @@ def sampled_groups(classifier: GTAClassifier, texts, gold, group_size: int, seed
     torch.manual_seed(seed)
     model, tokenizer, template = classifier.model, classifier.tokenizer, classifier.template
     model.eval()
-    tokenizer.padding_side = "left"
     answers = []
     for start in range(0, len(texts), batch_size):
         prompts = [template.prompt(text, classifier.labels, tokenizer) for text in texts[start : start + batch_size]]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True)
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")  # the shared one untouched
         output = model.generate(
             **batch,
             do_sample=True,
