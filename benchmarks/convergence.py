@@ -70,15 +70,15 @@ class Preset:
     warmup_steps: int = 8  # fair start v2 for every RL method: random-label format warm-up (batch 8)
     warmup_learning_rate: float = 5e-4
     valid_label_reward: bool = True
-    plateau_max_epochs: int = 6  # sft_plateau: at most this many epochs over the training sample..
+    plateau_max_epochs: int = 12  # sft_plateau: at most this many epochs over the training sample..
     plateau_patience: int = 2  # ..and it stops once this many epoch ends in a row did not beat the best one
 
 
 PRESETS = {
-    # About 25-33 minutes per RL run on this project's 2 shared CPU cores, measured from the 80-example runs in
-    # results/convergence.csv: 80 RL steps at 11-17 s (14-23 min; GRPO fastest, GTA on bbc-news slowest), minus the
-    # ~10% that activation checkpointing (left on by the old warm-up) cost them, plus 5 evaluations of 200 texts at
-    # 1-2 min and a 1-minute warm-up. SFT: about 6 minutes; sft_plateau: at most 6 epochs, 20-30 minutes.
+    # Sized for this project's 2 CPU cores; measured wall-clock of the seed-0 runs in results/convergence_cpu.csv,
+    # warm-up and evaluations included: 14-22 minutes per RL run, 4.5-7 for SFT, 13-16 for sft_plateau's first
+    # 6 epochs. sft_plateau may take up to 12 epochs (hwu64-scenario was still rising at 6); a run stopped by a lower
+    # cap resumes from its last checkpoint.
     "cpu": Preset(None, 160, 40, 200, 2, 4, 48, 8, 5e-4, 60, True, False),
     # the paper's settings for a 3B model on one GPU machine (which writes the format without a warm-up)
     "paper": Preset(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import LABELS, tiny_model
 from datasets import ClassLabel, Dataset, Features, Value
-from transformers import TrainerControl, TrainerState
+from transformers import Trainer, TrainerControl, TrainerState
 
 from trl_gta import GTAClassifier, GTAPromptTemplate
 from trl_gta.dataset import build_gta_dataset
@@ -237,3 +237,38 @@ def test_runs_record_each_evaluation_once_and_sft_stops_at_its_plateau(tmp_path,
     }
     assert 2 in plateau and max(plateau) <= 8 and convergence.plateaued(plateau, 2, 1) == (max(plateau) < 8)
     assert convergence.run_complete(preset, "sft_plateau", plateau)
+
+
+def test_sft_plateau_stopped_at_its_cap_resumes_when_the_cap_is_raised(
+    tmp_path, model_dir, convergence, capsys, monkeypatch
+):
+    """A run that hit `plateau_max_epochs` while still rising continues from its checkpoint under a higher cap: new
+    epoch ends are appended, nothing is measured twice and the wall-clock goes on from where it stopped."""
+    folder = tmp_path / "data" / "toy"
+    folder.mkdir(parents=True)
+    pairs = [(f"{label} words number {i}", label) for i in range(4) for label in LABELS]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in pairs))
+    (folder / "test.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in pairs[:3]))
+    (folder / "labels.txt").write_text("\n".join(sorted(LABELS)))
+    preset = convergence.Preset(
+        None, 4, 2, 3, 2, 2, 4, 2, 1e-2, None, True, False, plateau_max_epochs=1, plateau_patience=10
+    )
+    output = tmp_path / "convergence.csv"
+    args = Namespace(
+        dataset="toy", data_dir=str(tmp_path / "data"), output=str(output), runs_dir=str(tmp_path / "runs")
+    )
+    convergence.run_one(args, preset, "sft_plateau", 0, model_dir)
+    convergence.run_one(args, preset, "sft_plateau", 0, model_dir)
+    assert "already complete" in capsys.readouterr().out
+    preset.plateau_max_epochs = 3
+    resumed_from, train = [], Trainer.train
+    monkeypatch.setattr(
+        Trainer, "train", lambda self, **kw: resumed_from.append(kw["resume_from_checkpoint"]) or train(self, **kw)
+    )
+    convergence.run_one(args, preset, "sft_plateau", 0, model_dir)
+    assert resumed_from == [str(tmp_path / "runs" / "toy-sft_plateau-n4-seed0" / "checkpoint-2")]
+    rows = convergence.read_csv(str(output))
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 4, 6]
+    seconds = [float(r["train_seconds"]) for r in rows]
+    assert seconds == sorted(seconds) and seconds[3] > seconds[2]
+    assert convergence.run_complete(preset, "sft_plateau", {int(r["step"]): float(r["accuracy"]) for r in rows})
