@@ -273,7 +273,8 @@ def main() -> None:
     os.makedirs(args.docs_img, exist_ok=True)
     for dataset in sorted({r["dataset"] for r in rows}):
         path = plot([r for r in rows if r["dataset"] == dataset], dataset, args.out, stem)
-        shutil.copyfile(path, os.path.join(args.docs_img, os.path.basename(path)))
+        if not os.path.samefile(args.out, args.docs_img):
+            shutil.copyfile(path, os.path.join(args.docs_img, os.path.basename(path)))
         print(f"wrote {path} and its copy in {args.docs_img}")
     markdown = table(rows, args.test_size)
     for dataset in sorted({r["dataset"] for r in rows}):

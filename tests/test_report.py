@@ -159,3 +159,6 @@ def test_main_names_outputs_after_the_csv_and_copies_plots_for_the_docs(tmp_path
     report.main()
     assert (out / "convergence_cpu.md").read_text().count("| d |") == 2
     assert (out / "convergence_cpu_d.png").read_bytes() == (docs / "convergence_cpu_d.png").read_bytes()
+    monkeypatch.setattr("sys.argv", argv[:-1] + [str(out)])  # the docs' copies may go to the output folder itself
+    report.main()
+    assert sorted(p.name for p in out.iterdir()) == ["convergence_cpu.md", "convergence_cpu_d.png"]
