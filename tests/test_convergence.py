@@ -26,6 +26,15 @@ def numbered_dataset(n: int = 12) -> Dataset:
     )
 
 
+def write_toy_dataset(folder) -> None:
+    """A 12-text training split and a 3-text test split in `data_dir` layout, for end-to-end runs on a tiny model."""
+    folder.mkdir(parents=True)
+    pairs = [(f"{label} words number {i}", label) for i in range(4) for label in LABELS]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in pairs))
+    (folder / "test.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in pairs[:3]))
+    (folder / "labels.txt").write_text("\n".join(sorted(LABELS)))
+
+
 def test_eval_rows_carry_the_runs_training_seed(tmp_path, tokenizer, convergence):
     """The evaluation's own metrics include its sampling seed; the CSV row must keep the run's training seed, and the
     evaluation leaves the training's random state alone."""
@@ -201,12 +210,7 @@ def test_add_baselines_fills_legacy_rows_and_upgrades_the_header(tmp_path, conve
 def test_runs_record_each_evaluation_once_and_sft_stops_at_its_plateau(tmp_path, model_dir, convergence, capsys):
     """End to end on a tiny model: an RL run warms up (fair start v2), trains and writes its rows with the TF-IDF+LR
     baseline; run again it is skipped as complete. sft_plateau stops once an epoch end brings no new best."""
-    folder = tmp_path / "data" / "toy"
-    folder.mkdir(parents=True)
-    pairs = [(f"{label} words number {i}", label) for i in range(4) for label in LABELS]
-    (folder / "train.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in pairs))
-    (folder / "test.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in pairs[:3]))
-    (folder / "labels.txt").write_text("\n".join(sorted(LABELS)))
+    write_toy_dataset(tmp_path / "data" / "toy")
     preset = convergence.Preset(
         None, 4, 2, 3, 2, 2, 4, 2, 1e-2, None, True, False, warmup_steps=1, plateau_max_epochs=4, plateau_patience=1
     )
@@ -244,12 +248,7 @@ def test_sft_plateau_stopped_at_its_cap_resumes_when_the_cap_is_raised(
 ):
     """A run that hit `plateau_max_epochs` while still rising continues from its checkpoint under a higher cap: new
     epoch ends are appended, nothing is measured twice and the wall-clock goes on from where it stopped."""
-    folder = tmp_path / "data" / "toy"
-    folder.mkdir(parents=True)
-    pairs = [(f"{label} words number {i}", label) for i in range(4) for label in LABELS]
-    (folder / "train.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in pairs))
-    (folder / "test.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in pairs[:3]))
-    (folder / "labels.txt").write_text("\n".join(sorted(LABELS)))
+    write_toy_dataset(tmp_path / "data" / "toy")
     preset = convergence.Preset(
         None, 4, 2, 3, 2, 2, 4, 2, 1e-2, None, True, False, plateau_max_epochs=1, plateau_patience=10
     )
