@@ -75,10 +75,10 @@ class Preset:
 
 
 PRESETS = {
-    # Sized for this project's 2 CPU cores; measured wall-clock of the seed-0 runs in results/convergence_cpu.csv,
-    # warm-up and evaluations included: 14-22 minutes per RL run, 4.5-7 for SFT, 13-16 for sft_plateau's first
-    # 6 epochs. sft_plateau may take up to 12 epochs (hwu64-scenario was still rising at 6); a run stopped by a lower
-    # cap resumes from its last checkpoint.
+    # Sized for this project's 2 CPU cores; measured wall-clock of the runs in results/convergence_cpu.csv, warm-up
+    # and evaluations included: 14-32 minutes per RL run (GTA on bbc-news slowest), 4.5-9 for SFT. sft_plateau may
+    # take up to 12 epochs: hwu64-scenario reached the old cap of 6 still rising, then stopped after 8 (best at 6).
+    # A run stopped by a lower cap resumes from its last checkpoint.
     "cpu": Preset(None, 160, 40, 200, 2, 4, 48, 8, 5e-4, 60, True, False),
     # the paper's settings for a 3B model on one GPU machine (which writes the format without a warm-up)
     "paper": Preset(
