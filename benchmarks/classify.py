@@ -24,6 +24,7 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 
 import matplotlib
 
@@ -74,6 +75,21 @@ def generate_on_full_prompts(
     return predictions
 
 
+def timed_rounds(
+    runs: dict[str, Callable[[], list[GTAPrediction]]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, list[GTAPrediction]]]:
+    """Each run's seconds over `repeats` rounds, every round timing each run once in turn (so a slow spell of the
+    machine hits them alike), and each run's predictions (greedy: the same every round)."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    predictions: dict[str, list[GTAPrediction]] = {}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            predictions[name] = run()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds, predictions
+
+
 def closed_reply(reply: str) -> str:
     """A reply up to and including its first `</answer>` (all of it when there is none)."""
     end = reply.find("</answer>")
@@ -117,13 +133,7 @@ def main() -> None:
         "guess": lambda: classifier.predict(texts, mode="guess", **kwargs),
         "adaptive": lambda: classifier.predict(texts, mode="adaptive", confidence_threshold=threshold, **kwargs),
     }
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-    predictions: dict[str, list[GTAPrediction]] = {}
-    for _ in range(args.repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            predictions[name] = run()  # greedy: the same predictions every round
-            seconds[name].append(time.perf_counter() - start)
+    seconds, predictions = timed_rounds(runs, args.repeats)
     results = {}
     for name in runs:
         metrics = prediction_metrics(predictions[name], gold, classifier.labels, classifier.template.tags)

@@ -6,7 +6,8 @@ per distinct prompt) and combines the two gradients under a conflict rule. This 
 `trl.GRPOTrainer`:
 
 - models: on CPU, SmolLM2-135M-Instruct (float32); on CUDA, a random-weight model of Qwen2.5-3B's shape built from
-  its config (bf16). Two setups each: `lora` (LoRA r=16 on all linear layers) and `full` (full fine-tune);
+  its config (`model_configs.json`), in bf16. Two setups each: `lora` (LoRA r=16 on all linear layers) and `full`
+  (full fine-tune);
 - data: the built-in `hwu64-scenario` train split, prompts pre-filled with `<guess>`;
 - identical batches: completions are sampled ONCE per step batch (TRL's own `_generate_single_turn`), stored, and
   replayed in every trainer by replacing `_generate_single_turn`; the dataloader order is the same (same seed) and
@@ -45,14 +46,21 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity
-from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Qwen2Config, TrainerCallback
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PrinterCallback,
+    TrainerCallback,
+)
 from trl import GRPOConfig, GRPOTrainer
 
 import trl_gta.trainer as gta_trainer_module
@@ -69,37 +77,44 @@ GTA_STRATEGIES = VARIANTS[1:]
 SETUPS = ("lora", "full")
 SCOPES = ("step", "micro_batch")
 RESPONSE_PREFIX = "<guess>"
-NUM_GENERATIONS = 8
-BATCH_SIZE = 16  # 2 prompts x 8 generations: one micro-batch per optimizer step
-MAX_COMPLETION_LENGTH = 48
 TARGET_SLACK = 0.03
 MIB = 1024**2
-# Qwen2.5-3B's architecture (its config.json), for a random-weight model on CUDA: no download needed
-QWEN25_3B = dict(
-    vocab_size=151936,
-    hidden_size=2048,
-    intermediate_size=11008,
-    num_hidden_layers=36,
-    num_attention_heads=16,
-    num_key_value_heads=2,
-    max_position_embeddings=32768,
-    rope_theta=1000000.0,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-    hidden_act="silu",
-)
+MODEL_CONFIGS = Path(__file__).with_name("model_configs.json")
+"""Released models' architectures (their config.json), for random-weight models: no download needed."""
 
 # Breakdown timers: wall seconds per named piece of the current step (a piece may run inside another one).
 TIMERS: dict[str, float] = defaultdict(float)
 
 
 # ------------------------------------------------------------------------------------------------ runtime
+def architecture_config(name: str, **overrides: Any) -> PretrainedConfig:
+    """The transformers config of a released model's architecture from `model_configs.json`, fields overridden."""
+    known = json.loads(MODEL_CONFIGS.read_text())
+    if name not in known:
+        raise ValueError(f"Unknown architecture {name!r}: choose one of {sorted(known)} ({MODEL_CONFIGS.name}).")
+    return AutoConfig.for_model(**{**known[name]["config"], **overrides})
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """The rows of one optimizer step: `num_generations` completions per prompt, `micro_batch` rows per forward
+    and backward, `accumulation` micro-batches per optimizer step, completions of at most `max_completion_length`
+    tokens."""
+
+    num_generations: int = 8
+    micro_batch: int = 16  # 2 prompts x 8 generations: one micro-batch per optimizer step
+    accumulation: int = 1
+    max_completion_length: int = 48
+
+
 @dataclass
 class Runtime:
     """Where the benchmark runs: the device, the model's dtype and where its weights come from."""
 
     device: str
-    model_path: str | None  # a transformers folder; None: a random-weight model of Qwen2.5-3B's shape
+    model_path: str | None  # a transformers folder; None: a random-weight model of `architecture`
+    architecture: str = "qwen2.5-3b-instruct"  # a name in model_configs.json
+    config_overrides: dict[str, Any] = field(default_factory=dict)  # fields replacing the architecture's
 
     @property
     def cuda(self) -> bool:
@@ -111,7 +126,7 @@ class Runtime:
 
     @property
     def model_name(self) -> str:
-        return os.path.basename(self.model_path) if self.model_path else "random-weight Qwen2.5-3B shape"
+        return os.path.basename(self.model_path) if self.model_path else f"random-weight {self.architecture} shape"
 
     @property
     def memory_tool(self) -> str:
@@ -125,8 +140,9 @@ class Runtime:
         torch.manual_seed(seed)
         if self.model_path:
             return AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
+        config = architecture_config(self.architecture, **self.config_overrides)
         with torch.device(self.device):  # initialised on the GPU: fast, and identical for a given seed
-            return AutoModelForCausalLM.from_config(Qwen2Config(**QWEN25_3B), dtype=self.dtype)
+            return AutoModelForCausalLM.from_config(config, dtype=self.dtype)
 
     def synchronize(self) -> None:
         if self.cuda:
@@ -220,51 +236,60 @@ class ReplayGenerator:
         return [list(ids) for ids in self.by_prompts[key].completion_ids], None
 
 
+def step_prompts(trainer: GRPOTrainer, num_steps: int) -> list[tuple[list[dict[str, Any]], list[list[int]]]]:
+    """The rows and prompt ids of the first `num_steps` step batches (generation batches), in dataloader order."""
+    steps: list[tuple[list[dict[str, Any]], list[list[int]]]] = []
+    for rows in trainer.get_train_dataloader():
+        if len(steps) == num_steps:
+            break
+        ids, _, _ = trainer._tokenize_prompts([row["prompt"] for row in rows])
+        steps.append((list(rows), [list(i) for i in ids]))
+    if len(steps) < num_steps:
+        raise ValueError(f"The dataset gives only {len(steps)} step batches; raise --max_samples.")
+    return steps
+
+
 def sample_batches(trainer: GRPOTrainer, num_steps: int, seed: int) -> list[StepBatch]:
     """Sample the completions of the first `num_steps` step batches, in the trainer's dataloader order.
 
     TRL's own `_generate_single_turn` (its generation config: temperature 1, `max_completion_length` new tokens,
     cut after the first EOS) samples all the steps' rows in one call, which is cheaper than one call per step.
     """
-    steps_rows: list[list[dict[str, Any]]] = []
-    for rows in trainer.get_train_dataloader():
-        if len(steps_rows) == num_steps:
-            break
-        steps_rows.append(list(rows))
-    if len(steps_rows) < num_steps:
-        raise ValueError(f"The dataset gives only {len(steps_rows)} step batches; raise --max_samples.")
-    prompt_ids = []
-    for rows in steps_rows:
-        ids, _, _ = trainer._tokenize_prompts([row["prompt"] for row in rows])
-        prompt_ids += [list(i) for i in ids]
+    steps = step_prompts(trainer, num_steps)
+    prompt_ids = [ids for _, step_ids in steps for ids in step_ids]
     torch.manual_seed(seed)
     start = time.perf_counter()
-    completion_ids, _ = trainer._generate_single_turn(prompt_ids, None, {}, NUM_GENERATIONS)
-    batches = []
-    for k, rows in enumerate(steps_rows):
-        part = slice(k * BATCH_SIZE, (k + 1) * BATCH_SIZE)
-        batches.append(
-            StepBatch(prompt_ids[part], [list(c) for c in completion_ids[part]], [row["label"] for row in rows])
-        )
+    completion_ids, _ = trainer._generate_single_turn(prompt_ids, None, {}, trainer.args.num_generations)
+    batches, offset = [], 0
+    for rows, step_ids in steps:
+        part = slice(offset, offset + len(step_ids))
+        batches.append(StepBatch(step_ids, [list(c) for c in completion_ids[part]], [row["label"] for row in rows]))
+        offset += len(step_ids)
     log(f"sampled {len(prompt_ids)} completions for {num_steps} step batch(es) in {time.perf_counter() - start:.1f} s")
+    log_batches(batches, trainer.processing_class)
+    return batches
+
+
+def log_batches(batches: list[StepBatch], tokenizer) -> None:
     for k, batch in enumerate(batches):
-        counts = batch.token_counts(trainer.processing_class)
+        counts = batch.token_counts(tokenizer)
         log(
             f"  batch {k}: mean prompt {counts['mean_prompt_tokens']} tokens, mean completion "
             f"{counts['mean_completion_tokens']} tokens"
         )
-    return batches
 
 
 # ------------------------------------------------------------------------------------------------ trainers
-def make_config(variant: str, scope: str, output_dir: str, seed: int, runtime: Runtime) -> GRPOConfig:
+def make_config(
+    variant: str, scope: str, output_dir: str, seed: int, runtime: Runtime, shape: StepShape = StepShape()
+) -> GRPOConfig:
     """The GRPO settings shared by every variant, plus GTA's knobs for the GTA variants."""
     common: dict[str, Any] = dict(
         output_dir=output_dir,
-        num_generations=NUM_GENERATIONS,
-        per_device_train_batch_size=BATCH_SIZE,
-        gradient_accumulation_steps=1,
-        max_completion_length=MAX_COMPLETION_LENGTH,
+        num_generations=shape.num_generations,
+        per_device_train_batch_size=shape.micro_batch,
+        gradient_accumulation_steps=shape.accumulation,
+        max_completion_length=shape.max_completion_length,
         beta=0.0,
         gradient_checkpointing=True,  # non-reentrant: the transformers 5 default
         learning_rate=1e-5,
@@ -291,7 +316,15 @@ def make_config(variant: str, scope: str, output_dir: str, seed: int, runtime: R
 
 
 def build_trainer(
-    variant: str, scope: str, setup: str, runtime: Runtime, tokenizer, dataset, output_dir: str, seed: int
+    variant: str,
+    scope: str,
+    setup: str,
+    runtime: Runtime,
+    tokenizer,
+    dataset,
+    output_dir: str,
+    seed: int,
+    shape: StepShape = StepShape(),
 ) -> GRPOTrainer:
     """A fresh model (+ LoRA adapter for the `lora` setup) and the variant's trainer (GRPOTrainer or GTATrainer)."""
     trainer_class = GRPOTrainer if variant == "grpo" else GTATrainer
@@ -300,7 +333,7 @@ def build_trainer(
         model=runtime.load_model(seed),
         # the partial format reward gives non-zero advantages, so the RL gradient is real and conflicts can occur
         reward_funcs=[gta_format_reward, answer_accuracy_reward, gta_partial_format_reward],
-        args=make_config(variant, scope, output_dir, seed, runtime),
+        args=make_config(variant, scope, output_dir, seed, runtime, shape),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora if setup == "lora" else None,
@@ -412,6 +445,8 @@ class Session:
     num_steps: int
     recorder: StepRecorder
     batches: list[StepBatch] | None = None
+    shape: StepShape = StepShape()
+    sampler: Callable[[GRPOTrainer, int, int], list[StepBatch]] = sample_batches  # makes the replayed batches
 
     def __post_init__(self) -> None:
         self.replays: dict[tuple[str, str, str], tuple[ReplayGenerator, int]] = {}  # key -> (replay, rounds)
@@ -423,11 +458,11 @@ class Session:
         start = time.perf_counter()
         output_dir = f"{self.workdir}/{setup}-{scope}-{variant}"
         trainer = build_trainer(
-            variant, scope, setup, self.runtime, self.tokenizer, self.dataset, output_dir, self.seed
+            variant, scope, setup, self.runtime, self.tokenizer, self.dataset, output_dir, self.seed, self.shape
         )
         log(f"built {setup} {scope} {variant} trainer in {time.perf_counter() - start:.1f} s")
         if self.batches is None:
-            self.batches = sample_batches(trainer, self.num_steps, self.seed)
+            self.batches = self.sampler(trainer, self.num_steps, self.seed)
         replay = ReplayGenerator(self.batches)
         trainer._generate_single_turn = replay
         trainer.add_callback(self.recorder)
