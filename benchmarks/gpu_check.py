@@ -56,6 +56,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -187,9 +188,11 @@ class Results:
     path: Path
     header: dict[str, Any]
     started: float = field(default_factory=time.monotonic)
+    batches: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> token counts per step
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
     classifier: dict[str, Any] | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # case -> the error that ended it
     stopped: str | None = None
 
     def save(self) -> None:
@@ -198,6 +201,8 @@ class Results:
             "elapsed_s": round(time.monotonic() - self.started, 1),
             "stopped": self.stopped,
             "skipped": self.skipped,
+            "failed": self.failed,
+            "batches": self.batches,
             "cases": self.cases,
             "classifier": self.classifier,
         }
@@ -221,6 +226,8 @@ class Results:
                 out.append(f"peak_total_GiB[{key}]={case['peak_total_bytes'] / GIB:.2f}")
         for key, reason in self.skipped.items():
             out.append(f"skipped[{key}]={reason}")
+        for key, error in self.failed.items():
+            out.append(f"failed[{key}]={error.splitlines()[0] if error else ''}")
         if self.classifier is not None:
             out.append(f"answer_no_drafts_speedup={self.classifier['answer_no_drafts']['speedup']:.2f}")
             out.append(f"answer_speedup={self.classifier['answer']['speedup']:.2f}")
@@ -255,14 +262,12 @@ def run_case(session: Session, model: str, setup: str, scope: str, variant: str,
     """One trainer: a warm-up step (memory measured), then `steps` timed steps on the same replayed batches."""
     key = (setup, scope, variant)
     cuda = session.runtime.cuda
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
     trainers = {key: session.trainer(*key, rounds=1)}
     replay, _ = session.replays[key]
     session.run(trainers[key], key, "warmup", 1, memory=True)
     replay.phase = "measure"
     session.run(trainers[key], key, "measure", steps, memory=False)
-    peak_total = torch.cuda.max_memory_allocated() if cuda else None
+    peak_total = torch.cuda.max_memory_allocated() if cuda else None  # since the warm-up step's start
     release(trainers)
     expected = [b.key() for b in session.batches]
     assert replay.seen["warmup"] == [expected[0]], f"{key}: first-step prompts differ from the scripted order"
@@ -290,6 +295,13 @@ def run_case(session: Session, model: str, setup: str, scope: str, variant: str,
         "conflict_rate_mean": statistics.mean(conflicts) if conflicts else None,
         "losses": [m.get("loss") for m in metrics],
     }
+
+
+def batch_counts(batch: StepBatch, tokenizer, shape: StepShape) -> dict[str, Any]:
+    """A step batch's token counts, and the share of extra tokens the guess loss runs: each micro-batch runs one
+    guess row per distinct prompt in it (here every micro-batch holds rows of the step's one prompt)."""
+    counts = batch.token_counts(tokenizer)
+    return {**counts, "guess_token_share": shape.accumulation * counts["sft_tokens"] / counts["rl_tokens"]}
 
 
 def run_classifier(runtime: Runtime, tokenizer, labels: list[str], plan: Plan, seed: int) -> dict[str, Any]:
@@ -405,100 +417,147 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+@dataclass(frozen=True)
+class Item:
+    """One planned measurement: a training case, or the classifier (`setup` None)."""
+
+    model: str
+    setup: str | None = None
+    scope: str = ""
+    variant: str = ""
+
+    @property
+    def name(self) -> str:
+        return "classifier" if self.setup is None else f"{self.model}/{self.setup}/{self.scope}/{self.variant}"
+
+
+def planned_items(args: argparse.Namespace) -> list[Item]:
+    """The training cases in order, the classifier after the 3B cases (before the larger model's)."""
+    items = [Item(m, s, scope, v) for m in args.models for s in args.setups for scope, v in CASES]
+    if not args.no_classifier:
+        items.insert(sum(item.model == CLASSIFIER_MODEL for item in items), Item(CLASSIFIER_MODEL))
+    return items
+
+
+@dataclass
+class Check:
+    """What the run's measurements share: the options, shapes, tokenizer, data, one session per model, results."""
+
+    args: argparse.Namespace
+    plan: Plan
+    tokenizer: Any
+    overrides: dict[str, Any]
+    results: Results
+    dataset: Dataset | None = None
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="gta-gpu-check-"))
+    sessions: dict[str, Session] = field(default_factory=dict)
+
+    def runtime(self, model: str) -> Runtime:
+        return Runtime(self.args.device, None, model, self.overrides)
+
+    def measure(self, item: Item) -> None:
+        """Run one item; its results go into `self.results`."""
+        args, plan, runtime = self.args, self.plan, self.runtime(item.model)
+        if self.dataset is None:
+            self.dataset = long_text_dataset(self.tokenizer, plan, args.seed)
+        if item.setup is None:
+            log(f"classifier: {item.model} shape, {plan.classifier_texts} texts, {plan.max_new_tokens} new tokens")
+            labels = dataset_label_set(self.dataset)
+            self.results.classifier = run_classifier(runtime, self.tokenizer, labels, plan, args.seed)
+            return
+        if item.model not in self.sessions:
+            self.sessions[item.model] = Session(
+                runtime, self.tokenizer, self.dataset, f"{self.workdir}/{item.model}", args.seed, args.steps,
+                StepRecorder(runtime), shape=plan.shape, sampler=scripted_batches,
+            )  # fmt: skip
+        session = self.sessions[item.model]
+        case = run_case(session, item.model, item.setup, item.scope, item.variant, args.steps)
+        self.results.cases[item.name] = case
+        self.results.batches[item.model] = [batch_counts(b, self.tokenizer, plan.shape) for b in session.batches]
+        log(f"{item.name}: {case['wall_median_s']:.3f} s/step, step peak {case['peak_step_bytes'] / GIB:.2f} GiB")
+
+
+def header(args: argparse.Namespace, plan: Plan, tokenizer_path: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """What the JSON says about the run before any measurement: the machine, versions, options and shapes."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else "CPU",
+            "cuda": torch.version.cuda,
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "packages": versions(),
+            "trl_gta_from": os.path.dirname(trl_gta.__file__),
+        },
+        "args": vars(args),
+        "plan": {**vars(plan), "shape": vars(plan.shape)},
+        "tokenizer": tokenizer_path,
+        "architectures": {
+            m: architecture_config(m, **overrides).to_diff_dict()
+            for m in dict.fromkeys((*args.models, CLASSIFIER_MODEL))
+        },
+        "memory_tool": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "torch.profiler",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
     budget = Budget(args.deadline_s)
     quiet()
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = TINY_PLAN if args.tiny else RECIPE
     tokenizer_path, tokenizer = load_tokenizer(args.tokenizer)
-    token_ids = dict(
+    overrides: dict[str, Any] = dict(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
-    overrides = {**token_ids, **(dict(TINY, vocab_size=len(tokenizer)) if args.tiny else {})}
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    if args.tiny:
+        overrides |= dict(TINY, vocab_size=len(tokenizer))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = Results(
-        out / "gpu_check.json",
-        {
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "device": device_name,
-                "cuda": torch.version.cuda,
-                "platform": platform.platform(),
-                "python": sys.version.split()[0],
-                "packages": versions(),
-                "trl_gta_from": os.path.dirname(trl_gta.__file__),
-            },
-            "args": vars(args),
-            "plan": {**vars(plan), "shape": vars(plan.shape)},
-            "tokenizer": tokenizer_path,
-            "architectures": {
-                m: architecture_config(m, **overrides).to_diff_dict() for m in (*args.models, CLASSIFIER_MODEL)
-            },
-            "memory_tool": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "torch.profiler",
-        },
-    )
+    results = Results(out / "gpu_check.json", header(args, plan, tokenizer_path, overrides))
+    check = Check(args, plan, tokenizer, overrides, results)
     log(
-        f"gpu check: {args.models} x {args.setups} on {device_name}, torch {torch.__version__}, deadline "
-        f"{args.deadline_s:.0f} s{', tiny' if args.tiny else ''}"
+        f"gpu check: {args.models} x {args.setups} on {results.header['machine']['device']}, torch "
+        f"{torch.__version__}, deadline {args.deadline_s:.0f} s{', tiny' if args.tiny else ''}"
     )
-    signal.signal(signal.SIGTERM, stop_on)
-    signal.signal(signal.SIGINT, stop_on)
-    signal.signal(signal.SIGALRM, stop_on)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+        signal.signal(signum, stop_on)
     signal.setitimer(signal.ITIMER_REAL, args.deadline_s)
-    # (model, setup, scope, variant) in order; setup None is the classifier: after the 3B cases, before the 4B's
-    planned = [(m, s, scope, v) for m in args.models for s in args.setups for scope, v in CASES]
-    if not args.no_classifier:
-        planned.insert(sum(m == CLASSIFIER_MODEL for m, *_ in planned), (CLASSIFIER_MODEL, None, "", ""))
-    names = ["classifier" if s is None else f"{m}/{s}/{scope}/{v}" for m, s, scope, v in planned]
-    in_flight = "preparing the data"
+    items = planned_items(args)
+    in_flight = "nothing"
     try:
-        dataset = long_text_dataset(tokenizer, plan, args.seed)
-        workdir = tempfile.mkdtemp(prefix="gta-gpu-check-")
-        sessions: dict[str, Session] = {}
-        for name, (model, setup, scope, variant) in zip(names, planned, strict=True):
-            runtime = Runtime(args.device, None, model, overrides)
-            parameters = parameter_count(runtime)
-            kind = "training" if setup else "classifier"
+        for item in items:
+            parameters = parameter_count(check.runtime(item.model))
+            kind = "classifier" if item.setup is None else "training"
             reason = budget.shortfall(kind, parameters)
             if reason:
-                results.skipped[name] = reason
+                results.skipped[item.name] = reason
                 continue
-            in_flight, start = name, time.monotonic()
-            if setup is None:
-                log(f"classifier: {model} shape, {plan.classifier_texts} texts, {plan.max_new_tokens} new tokens")
-                results.classifier = run_classifier(runtime, tokenizer, dataset_label_set(dataset), plan, args.seed)
-                release({})  # the classifier's model
-            else:
-                if model not in sessions:
-                    recorder = StepRecorder(runtime)
-                    sessions[model] = Session(
-                        runtime, tokenizer, dataset, f"{workdir}/{model}", args.seed, args.steps, recorder,
-                        shape=plan.shape, sampler=scripted_batches,
-                    )  # fmt: skip
-                case = results.cases[name] = run_case(sessions[model], model, setup, scope, variant, args.steps)
-                log(f"{name}: {case['wall_median_s']:.3f} s/step, step peak {case['peak_step_bytes'] / GIB:.2f} GiB")
+            in_flight, start = item.name, time.monotonic()
+            try:
+                check.measure(item)
+            except Exception as error:  # one failed case (out of GPU memory, say) must not cost the others
+                traceback.print_exc()
+                results.failed[item.name] = f"{type(error).__name__}: {error}"
+            release({})  # the memory the item's trainer or model held
             seconds = time.monotonic() - start
             budget.record(kind, seconds, parameters)
             results.save()
-            log(f"{name}: done in {seconds:.0f} s, {budget.left():.0f} s left")
+            log(f"{item.name}: done in {seconds:.0f} s, {budget.left():.0f} s left")
         in_flight = "nothing"
     except Stopped as stop:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the results be saved
         results.stopped = f"{stop} during {in_flight}"
         log(f"stopped ({stop}) during {in_flight}: saving what was measured")
-        done = {*results.cases, *results.skipped, *(["classifier"] if results.classifier else [])}
-        for name in names:
-            if name not in done:
-                results.skipped[name] = "stopped in flight" if name == in_flight else f"not started: {stop}"
+        done = {*results.cases, *results.skipped, *results.failed, *(["classifier"] if results.classifier else [])}
+        for item in items:
+            if item.name not in done:
+                results.skipped[item.name] = "stopped in flight" if item.name == in_flight else f"not started: {stop}"
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         results.save()
-    log(f"results written to {results.path}; total {time.monotonic() - started:.0f} s")
+    log(f"results written to {results.path}; total {time.monotonic() - results.started:.0f} s")
     for line in results.lines():
         log(line)
     return 0
