@@ -52,7 +52,7 @@ def generate_on_full_prompts(
     for start in range(0, len(texts), batch_size):
         batch = tokenizer.pad(
             {"input_ids": prompt_ids[start : start + batch_size]}, padding_side="left", return_tensors="pt"
-        )
+        ).to(model.device)
         output = model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
         )

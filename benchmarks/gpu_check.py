@@ -10,8 +10,8 @@ trl-gta. Where pip works, gather what it lacks beside this script (wheels and a 
 
 Then on the GPU machine, from the repository root (the folder travels with the checkout), one command:
 
-    python -m pip install -q --no-index --no-deps --no-compile --target /tmp/gta benchmarks/gpu_wheels/*.whl &&
-        HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/gta python benchmarks/gpu_check.py --out benchmarks/results/gpu
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gta benchmarks/gpu_wheels/*.whl &&
+        HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/gta python3 benchmarks/gpu_check.py --out benchmarks/results/gpu
 
 What it runs, one case at a time (the case's trainer alone in memory), `gpu_check.json` rewritten after each case:
 
@@ -30,18 +30,22 @@ What it runs, one case at a time (the case's trainer alone in memory), `gpu_chec
   their median reported. `peak_total` is the most memory allocated from the first step's start to the last step's
   end (weights, gradients, optimizer state, activations).
 - classifier, at the 3B shape (after the 3B cases): `GTAClassifier` in answer mode and guess mode against
-  `model.generate` on whole prompts (`classify.py`'s baseline), 64 `hwu64-scenario` test texts, batches of 16. A
-  random-weight model never closes `</answer>`, so answer mode and the baseline both write `--max_new_tokens` tokens
-  per text (checked: the mean generated tokens of each are in the JSON): a fixed reply length.
-- deadline: `--deadline_s` (default 450 s, for an 8-minute slot) counts from the start; a case is skipped when the
-  time left is less than the longest case so far times 1.3 (times the model's size ratio for a larger model), and at
-  the deadline, or on SIGTERM or SIGINT, the case in flight stops. The JSON then says what was skipped or stopped,
-  and the summary of what was measured is printed.
+  `model.generate` on whole prompts (`classify.py`'s baseline and timing loop), 64 `hwu64-scenario` test texts,
+  batches of 16. A random-weight model never closes `</answer>`, so answer mode and the baseline both write 64 tokens
+  per text (the mean generated tokens of each are in the JSON): a fixed reply length. Answer mode's drafts come from
+  earlier replies, and a random model repeats itself more than a trained one, so answer mode is also timed without
+  drafts (one token per step, its worst case).
+- deadline: `--deadline_s` (default 420 s; with the imports, under 8 minutes) counts from the start. A case is
+  skipped when the time left is less than 1.3 times the longest case of its kind so far, scaled by the model's
+  parameters. At the deadline, or on SIGTERM or SIGINT, the case in flight stops. A case that fails (out of memory,
+  say) is recorded and the next one runs. The JSON says what was skipped, stopped or failed, and the summary of what
+  was measured is printed.
 
 The last lines printed are machine-readable, in `overhead.py`'s format with the model in the key
 (`MODEL/SETUP/SCOPE/VARIANT`, scope `-` for GRPO): `overhead_ratio[..]=` (median step wall time over GRPO's),
 `peak_memory_ratio[..]=` (step peak over GRPO's), `seconds_per_step[..]=`, `peak_step_GiB[..]=`,
-`peak_total_GiB[..]=`, then `answer_speedup=` and `guess_speedup=` (texts per second over the baseline's).
+`peak_total_GiB[..]=`, then `answer_no_drafts_speedup=`, `answer_speedup=` and `guess_speedup=` (texts per second
+over the baseline's).
 
 `--device cpu --tiny` runs the same code on tiny models of the same two architectures (the tests do).
 """
@@ -109,6 +113,10 @@ CLASSIFIER_MODEL = "qwen2.5-3b-instruct"
 GIB = 1024**3
 SAFETY = 1.3
 """A case starts only if the time left is at least the longest case so far (scaled to the model's size) times this."""
+PACKAGES = (
+    "torch transformers trl peft accelerate datasets trl-gta tokenizers huggingface-hub pyarrow fsspec dill".split()
+)
+"""Versions written into the JSON: what ran, and what an import error would come from."""
 DEFAULT_TOKENIZER = Path(__file__).with_name("gpu_wheels") / "tokenizer"
 THINK_FILLER = " The text asks about one of the listed topics, and its words point to the label given below."
 TINY = dict(
@@ -357,12 +365,6 @@ def run_classifier(runtime: Runtime, tokenizer, labels: list[str], plan: Plan, s
     }
 
 
-def parameter_count(runtime: Runtime) -> int:
-    config = architecture_config(runtime.architecture, **runtime.config_overrides)
-    with torch.device("meta"):  # shapes only, no memory
-        return sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
-
-
 # ------------------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -375,7 +377,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, among {SETUPS}")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per trainer, after one warm-up step")
     parser.add_argument(
-        "--deadline_s", type=float, default=450.0, help="seconds from the start to the last case's end"
+        "--deadline_s", type=float, default=420.0, help="seconds from the start to the last case's end"
     )
     parser.add_argument("--no_classifier", action="store_true", help="skip the classifier timing")
     parser.add_argument(
@@ -409,7 +411,7 @@ def load_tokenizer(path: str | None):
 
 def versions() -> dict[str, str | None]:
     found = {}
-    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "trl-gta"):
+    for name in PACKAGES:
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -451,9 +453,18 @@ class Check:
     dataset: Dataset | None = None
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="gta-gpu-check-"))
     sessions: dict[str, Session] = field(default_factory=dict)
+    parameter_counts: dict[str, int] = field(default_factory=dict)
 
     def runtime(self, model: str) -> Runtime:
         return Runtime(self.args.device, None, model, self.overrides)
+
+    def parameters(self, model: str) -> int:
+        if model not in self.parameter_counts:
+            config = architecture_config(model, **self.overrides)
+            with torch.device("meta"):  # shapes only, no memory
+                model_shape = AutoModelForCausalLM.from_config(config)
+            self.parameter_counts[model] = sum(p.numel() for p in model_shape.parameters())
+        return self.parameter_counts[model]
 
     def measure(self, item: Item) -> None:
         """Run one item; its results go into `self.results`."""
@@ -528,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     in_flight = "nothing"
     try:
         for item in items:
-            parameters = parameter_count(check.runtime(item.model))
+            parameters = check.parameters(item.model)
             kind = "classifier" if item.setup is None else "training"
             reason = budget.shortfall(kind, parameters)
             if reason:
