@@ -248,8 +248,8 @@ class Results:
 class Budget:
     """When to skip a case: the time left against the longest case of its kind so far, per parameter of its model."""
 
-    def __init__(self, seconds: float, end: float | None = None) -> None:
-        self.end = (time.monotonic() if end is None else end) + seconds
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
         self.longest_per_parameter: dict[str, float] = {}
 
     def left(self) -> float:
@@ -302,6 +302,7 @@ def run_case(session: Session, model: str, setup: str, scope: str, variant: str,
         "grad_cosine_mean": statistics.mean(cosines) if cosines else None,
         "conflict_rate_mean": statistics.mean(conflicts) if conflicts else None,
         "losses": [m.get("loss") for m in metrics],
+        "reward_std": [m.get("reward_std") for m in metrics],  # non-zero: real advantages, a real RL gradient
     }
 
 
