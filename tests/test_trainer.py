@@ -465,7 +465,6 @@ def test_policy_gradient_signal_update_equals_the_rule_applied_by_hand(
     trainer.train()
     cosines, rl_loss_cosines = logged(trainer, "gta/grad_cosine"), logged(trainer, "gta/rl_loss_cosine")
     assert len(rl_loss_cosines) == len(cosines) == 3 and len(logged(trainer, "gta/rl_loss_conflict_rate")) == 3
-    assert len(logged(trainer, "entropy")) == 3  # TRL's metrics are not logged twice (the policy term's pass)
     for k, step in enumerate(steps):
         update, decisions = reference_update(
             trainer, trainer.model, step["before"], [step["inputs"]], scope, strategy, "policy_gradient"
@@ -477,6 +476,33 @@ def test_policy_gradient_signal_update_equals_the_rule_applied_by_hand(
     assert trainer._separate_signal()
     trainer.beta = 0.0
     assert not trainer._separate_signal()  # without a KL/entropy term the two signals are one: no extra cost
+
+
+def test_policy_term_comes_from_the_same_forward_and_logs_nothing_twice(tmp_path, model_dir, tokenizer, raw_dataset):
+    dataset = build_gta_dataset(raw_dataset)
+    args = make_args(tmp_path, beta=0.01, conflict_signal="policy_gradient")
+    trainer = GTATrainer(
+        model=model_dir, reward_funcs=[length_reward], args=args, train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    inputs = trainer._generate_and_score_completions([dataset[i] for i in (0, 0, 0, 0)])
+    with torch.no_grad():  # move the policy away from the reference, so that the KL term is not zero
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    forwards = []
+    hook = trainer.model.register_forward_hook(lambda *args: forwards.append(1))
+    metrics = trainer._metrics["train"]
+    before = {name: len(values) for name, values in metrics.items()}
+    rl_term, policy_term = trainer._rl_terms(trainer.model, inputs)
+    hook.remove()
+    assert len(forwards) == 1  # the policy term replays the RL forward's log-probs
+    logged_now = {name: len(values) - before.get(name, 0) for name, values in metrics.items()}
+    assert logged_now["entropy"] == logged_now["kl"] == max(logged_now.values()) == 1  # each metric once
+    trainer.beta = 0.0
+    expected = trainer._rl_term(trainer.model, inputs)  # TRL's loss without the KL term, from a forward of its own
+    assert policy_term.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert rl_term.item() != pytest.approx(policy_term.item(), rel=1e-6) and trainer._replayed_logps is None
 
 
 def test_uneven_shuffle_keeps_the_guess_loss_the_mean_over_the_step(tmp_path, tokenizer, raw_dataset):
