@@ -12,8 +12,10 @@ per distinct prompt) and combines the two gradients under a conflict rule. This 
 - identical batches: completions are sampled ONCE per step batch (TRL's own `_generate_single_turn`), stored, and
   replayed in every trainer by replacing `_generate_single_turn`; the dataloader order is the same (same seed) and
   each step's prompt ids are checked to be equal across trainers;
-- variants: `grpo` (stock GRPOTrainer) and GTATrainer with `conflict_strategy` `drop`, `project` and `none`, at
-  `conflict_scope` `step` (the default) and, for memory, `micro_batch`;
+- variants: `grpo` (stock GRPOTrainer) and GTATrainer with `conflict_strategy` `drop`, `project` and `none`, and
+  `drop_pg` (`drop` with `conflict_signal="policy_gradient"`: the cosine on the policy term alone, which costs one
+  more RL backward and gradient buffer when `--beta` > 0, nothing at β = 0), at `conflict_scope` `step` (the
+  default) and, for memory, `micro_batch`;
 - time (the timed setups: `lora` on CPU, both on CUDA; step scope): wall and CPU time from `on_step_begin` to
   `on_step_end` (`training_step`, which includes scoring the replayed completions, + gradient clipping + optimizer
   step; logging is outside). Each variant's first step is a discarded warm-up; then rounds, each running every
@@ -72,7 +74,8 @@ from trl_gta.prompts import ensure_pad_token
 from trl_gta.registry import load_classification_dataset
 from trl_gta.rewards import answer_accuracy_reward, gta_format_reward, gta_partial_format_reward
 
-VARIANTS = ("grpo", "drop", "project", "none")
+VARIANTS = ("grpo", "drop", "project", "none", "drop_pg")
+SIGNALS = {"drop_pg": "policy_gradient"}  # the variants that take the cosine with the policy term alone
 GTA_STRATEGIES = VARIANTS[1:]
 SETUPS = ("lora", "full")
 SCOPES = ("step", "micro_batch")
@@ -281,7 +284,13 @@ def log_batches(batches: list[StepBatch], tokenizer) -> None:
 
 # ------------------------------------------------------------------------------------------------ trainers
 def make_config(
-    variant: str, scope: str, output_dir: str, seed: int, runtime: Runtime, shape: StepShape = StepShape()
+    variant: str,
+    scope: str,
+    output_dir: str,
+    seed: int,
+    runtime: Runtime,
+    shape: StepShape = StepShape(),
+    beta: float = 0.0,
 ) -> GRPOConfig:
     """The GRPO settings shared by every variant, plus GTA's knobs for the GTA variants."""
     common: dict[str, Any] = dict(
@@ -290,7 +299,7 @@ def make_config(
         per_device_train_batch_size=shape.micro_batch,
         gradient_accumulation_steps=shape.accumulation,
         max_completion_length=shape.max_completion_length,
-        beta=0.0,
+        beta=beta,
         gradient_checkpointing=True,  # non-reentrant: the transformers 5 default
         learning_rate=1e-5,
         lr_scheduler_type="constant",  # train() is called once per round; keep the same rate in every call
@@ -309,7 +318,8 @@ def make_config(
         **common,
         sft_weight=1.0,
         rl_weight=1.0,
-        conflict_strategy=variant,
+        conflict_strategy=variant.removesuffix("_pg"),
+        conflict_signal=SIGNALS.get(variant, "rl_loss"),
         conflict_scope=scope,
         mask_guess_in_rl=True,
     )
@@ -325,6 +335,7 @@ def build_trainer(
     output_dir: str,
     seed: int,
     shape: StepShape = StepShape(),
+    beta: float = 0.0,
 ) -> GRPOTrainer:
     """A fresh model (+ LoRA adapter for the `lora` setup) and the variant's trainer (GRPOTrainer or GTATrainer)."""
     trainer_class = GRPOTrainer if variant == "grpo" else GTATrainer
@@ -333,7 +344,7 @@ def build_trainer(
         model=runtime.load_model(seed),
         # the partial format reward gives non-zero advantages, so the RL gradient is real and conflicts can occur
         reward_funcs=[gta_format_reward, answer_accuracy_reward, gta_partial_format_reward],
-        args=make_config(variant, scope, output_dir, seed, runtime, shape),
+        args=make_config(variant, scope, output_dir, seed, runtime, shape, beta),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora if setup == "lora" else None,
@@ -366,6 +377,7 @@ def instrument_trainer(trainer: GRPOTrainer) -> None:
     trainer.accelerator.backward = timed("backward", trainer.accelerator.backward)
     if isinstance(trainer, GTATrainer):
         trainer._guess_loss = timed("sft_forward", trainer._guess_loss)
+        trainer._gradients = timed("signal_backward", trainer._gradients)  # step scope: the policy term's only
         trainer._combine_step_gradients = timed("combine", trainer._combine_step_gradients)
 
 
@@ -444,6 +456,7 @@ class Session:
     seed: int
     num_steps: int
     recorder: StepRecorder
+    beta: float = 0.0
     batches: list[StepBatch] | None = None
     shape: StepShape = StepShape()
     sampler: Callable[[GRPOTrainer, int, int], list[StepBatch]] = sample_batches  # makes the replayed batches
@@ -458,7 +471,16 @@ class Session:
         start = time.perf_counter()
         output_dir = f"{self.workdir}/{setup}-{scope}-{variant}"
         trainer = build_trainer(
-            variant, scope, setup, self.runtime, self.tokenizer, self.dataset, output_dir, self.seed, self.shape
+            variant,
+            scope,
+            setup,
+            self.runtime,
+            self.tokenizer,
+            self.dataset,
+            output_dir,
+            self.seed,
+            self.shape,
+            self.beta,
         )
         log(f"built {setup} {scope} {variant} trainer in {time.perf_counter() - start:.1f} s")
         if self.batches is None:
@@ -528,10 +550,13 @@ def summarise_time(records: list[dict[str, Any]], setup: str) -> dict[str, dict[
         rows = [r for r in records if (r["setup"], r["variant"], r["phase"]) == (setup, variant, "measure")]
         pieces = sorted({name for r in rows for name in r["breakdown_s"]})
         breakdown = {p: median([r["breakdown_s"].get(p, 0.0) for r in rows]) for p in pieces}
-        if variant != "grpo":  # the SFT backward runs inside compute_loss (step scope), beside the two forwards
+        if variant != "grpo":  # the SFT backward runs inside compute_loss (step scope), beside the forwards
             breakdown["sft_backward"] = median(
                 [
-                    r["breakdown_s"]["compute_loss"] - r["breakdown_s"]["rl_forward"] - r["breakdown_s"]["sft_forward"]
+                    r["breakdown_s"]["compute_loss"]
+                    - r["breakdown_s"]["rl_forward"]
+                    - r["breakdown_s"]["sft_forward"]
+                    - r["breakdown_s"].get("signal_backward", 0.0)
                     for r in rows
                 ]
             )
@@ -596,9 +621,11 @@ def print_report(
             )
         log("")
         log(f"breakdown, {setup}, median wall s/step (prepare includes guess_span_mask; compute_loss includes")
-        log("rl_forward, sft_forward and sft_backward; combine is the step's conflict rule, before clipping)")
+        log("rl_forward (both passes for drop_pg), sft_forward, sft_backward and signal_backward, the policy term's")
+        log("backward of drop_pg; combine is the step's conflict rule, before clipping)")
         log(f"{'piece':<16}" + "".join(f"{v:>9}" for v in summary))
-        for piece in ["prepare", "guess_span_mask", "compute_loss", "rl_forward", "sft_forward", "sft_backward"]:
+        pieces = ["prepare", "guess_span_mask", "compute_loss", "rl_forward", "sft_forward", "sft_backward"]
+        for piece in [*pieces, "signal_backward"]:
             values = [s["breakdown_median_s"].get(piece) for s in summary.values()]
             if any(v is not None for v in values):
                 log(f"{piece:<16}" + "".join(f"{'-' if v is None else f'{v:.2f}':>9}" for v in values))
@@ -669,6 +696,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_samples", type=int, default=64, help="training texts loaded (step batches come first)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--beta",
+        type=float,
+        default=0.0,
+        help="KL coefficient of every variant; > 0 makes drop_pg take the policy term apart (the full setup then "
+        "reloads a reference model from --model_path)",
+    )
+    parser.add_argument(
         "--model_path",
         default=None,
         help="transformers folder (default: the cached SmolLM2-135M on CPU, a random Qwen2.5-3B shape on CUDA)",
@@ -713,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     log(
         f"overhead benchmark: {runtime.model_name} ({str(runtime.dtype).removeprefix('torch.')}) on {device_name};"
         f" setups {args.setups} (timed: {args.timed_setups}), scopes {args.scopes}, {args.rounds} rounds x"
-        f" {args.steps} step(s), torch {torch.__version__}"
+        f" {args.steps} step(s), beta {args.beta}, torch {torch.__version__}"
     )
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(args.model_path or smollm2_path()))
     raw = load_classification_dataset("hwu64-scenario", split="train", max_samples=args.max_samples, seed=args.seed)
@@ -729,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seed,
         args.steps,
         StepRecorder(runtime),
+        args.beta,
     )
     for setup in args.setups:
         if setup in args.timed_setups:

@@ -1,8 +1,9 @@
 """Two-process CPU DDP run for test_ddp.py: each rank trains on different prompts and saves what it saw.
 
-Usage: ddp_worker.py MODEL_DIR OUT_DIR SCOPE:STRATEGY [SCOPE:STRATEGY ...]. For each run, every rank writes
-`rank{r}_{scope}_{strategy}.pt`: its recorded steps (micro-batch inputs, trainable parameters before and after each
-optimizer step) and the logged cosines and conflict rates.
+Usage: ddp_worker.py MODEL_DIR OUT_DIR SCOPE:STRATEGY:SIGNAL [...]. For each run, every rank writes
+`rank{r}_{scope}_{strategy}_{signal}.pt`: its recorded steps (micro-batch inputs, trainable parameters before and after
+each optimizer step) and the logged cosines and conflict rates. A `policy_gradient` run has β = 0.01 (so that the
+policy term differs from the RL loss) and loads the model from MODEL_DIR (TRL reloads the reference from a path).
 """
 
 import os
@@ -25,7 +26,8 @@ raw = Dataset.from_dict(
     {"text": texts, "label": labels}, features=Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
 )
 for run in runs:
-    scope, strategy = run.split(":")
+    scope, strategy, signal = run.split(":")
+    beta = 0.01 if signal == "policy_gradient" else 0.0
     args = GTAConfig(
         output_dir=out_dir,
         per_device_train_batch_size=4,
@@ -41,11 +43,13 @@ for run in runs:
         sft_weight=3.0,
         conflict_strategy=strategy,
         conflict_scope=scope,
+        conflict_signal=signal,
+        beta=beta,
         ddp_backend="gloo",
         **CPU_TRAINING,
     )
     trainer = GTATrainer(
-        model=tiny_model(tokenizer),
+        model=model_dir if beta else tiny_model(tokenizer),
         reward_funcs=[length_reward],
         args=args,
         train_dataset=build_gta_dataset(raw),
@@ -60,4 +64,5 @@ for run in runs:
         "cosines": [e["gta/grad_cosine"] for e in history if "gta/grad_cosine" in e],
         "conflict_rates": [e["gta/conflict_rate"] for e in history if "gta/conflict_rate" in e],
     }
-    torch.save(result, os.path.join(out_dir, f"rank{trainer.accelerator.process_index}_{scope}_{strategy}.pt"))
+    rank = trainer.accelerator.process_index
+    torch.save(result, os.path.join(out_dir, f"rank{rank}_{scope}_{strategy}_{signal}.pt"))

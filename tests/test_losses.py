@@ -9,11 +9,13 @@ from trl_gta import losses
 from trl_gta.losses import (
     CONFLICT_STRATEGIES,
     ConflictDecision,
+    accumulate_gradients,
     combine_gradients,
     conflict_decision,
     gradient_dots,
     gradient_surrogate,
     guess_cross_entropy,
+    rows_with_reward_signal,
 )
 
 
@@ -70,6 +72,22 @@ def test_guess_cross_entropy_is_the_mean_over_supervised_positions(dtype):
     assert logits.grad is not None and logits.grad[2].abs().sum() == 0 and logits.grad[1].abs().sum() > 0
 
 
+@pytest.mark.parametrize("reduction", ["sequence_sum", "token_mean"])
+def test_row_weights_equal_repeating_the_rows(reduction):
+    """A row computed once for k identical examples, weighted k, gives the loss of the k rows themselves."""
+    torch.manual_seed(6)
+    logits = torch.randn(3, 4, 9)
+    targets = torch.randint(0, 9, (3, 4))
+    targets[1, 2:] = -100  # rows of different target lengths
+    counts = torch.tensor([3, 1, 2])
+    repeated = guess_cross_entropy(
+        logits.repeat_interleave(counts, dim=0), targets.repeat_interleave(counts, dim=0), reduction
+    )
+    weighted = guess_cross_entropy(logits, targets, reduction, weights=counts)
+    assert weighted.item() == pytest.approx(repeated.item(), rel=1e-6)
+    assert weighted.item() != pytest.approx(guess_cross_entropy(logits, targets, reduction).item(), rel=1e-3)
+
+
 def test_guess_cross_entropy_custom_ignore_index():
     torch.manual_seed(1)
     logits = torch.randn(2, 4, 7)
@@ -95,6 +113,59 @@ def test_guess_cross_entropy_matches_a_model_lm_loss_after_shift():
     expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 9), labels[:, 1:].reshape(-1))
     loss = guess_cross_entropy(logits[:, :-1], labels[:, 1:], reduction="token_mean")
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- rows_with_reward_signal
+
+
+def trl_advantages(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """TRL 1.16's group advantages (sum_then_normalize, scale_rewards="group"), as its trainer computes them."""
+    from trl.trainer.utils import nanstd
+
+    grouped = rewards.view(-1, num_generations)
+    mean = torch.nanmean(grouped, dim=1).repeat_interleave(num_generations)
+    std = nanstd(grouped, dim=1).repeat_interleave(num_generations)
+    return (rewards - mean) / (std + 1e-4)
+
+
+@pytest.mark.parametrize("num_generations", [8, 16])
+@pytest.mark.parametrize("thirds", [1, 2, 4, 5])
+def test_constant_rewards_in_thirds_carry_no_signal_though_trl_leaves_residue(num_generations, thirds):
+    """The case that an exact test on |A| > 0 gets wrong: TRL's advantages of a constant 1/3 are not zero."""
+    rewards = torch.full((2 * num_generations, 1), thirds / 3)
+    advantages = trl_advantages(rewards.sum(1), num_generations)
+    assert advantages.abs().max() > 0  # float residue over (std + 1e-4)
+    signal = rows_with_reward_signal(rewards, torch.ones(1), num_generations)
+    assert signal.dtype == torch.bool and not signal.any()
+
+
+def test_reward_signal_is_per_group_of_the_weighted_sum():
+    # group 0: both functions vary but their weighted sum is constant; group 1: one row differs; group 2: constant
+    rewards = torch.tensor(
+        [[1.0, 0.0], [0.0, 0.5], [1.0, 0.0], [0.0, 0.5]]
+        + [[1 / 3, 0.0], [1 / 3, 0.0], [2 / 3, 0.0], [1 / 3, 0.0]]
+        + [[1.0, 1.0]] * 4
+    )
+    signal = rows_with_reward_signal(rewards, torch.tensor([0.5, 1.0]), 4)
+    assert signal.tolist() == [False] * 4 + [True] * 4 + [False] * 4
+
+
+def test_reward_signal_ignores_unscorable_rows():
+    nan = float("nan")
+    rewards = torch.tensor([[1.0], [nan], [1.0], [1.0]] + [[0.0], [nan], [1.0], [nan]] + [[nan], [nan], [2.0], [nan]])
+    signal = rows_with_reward_signal(rewards, torch.ones(1), 4)
+    # group 0: scorable rows equal; group 1: two scorable rows differ (not the unscorable ones); group 2: one value
+    assert signal.tolist() == [False] * 4 + [True, False, True, False] + [False] * 4
+
+
+def test_reward_signal_normalize_then_sum_is_batch_wide():
+    """normalize_then_sum normalises the summed rewards over the batch: one varying group gives every row a signal."""
+    rewards = torch.tensor([[1.0, 0.0]] * 4 + [[0.0, 1.0], [0.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    assert rows_with_reward_signal(rewards, torch.ones(2), 4, "normalize_then_sum").all()
+    flat = torch.tensor([[1.0, 0.0]] * 4 + [[0.0, 1 / 3]] * 4)
+    assert not rows_with_reward_signal(flat, torch.ones(2), 4, "normalize_then_sum").any()
+    with pytest.raises(ValueError, match="aggregation"):
+        rows_with_reward_signal(flat, torch.ones(2), 4, "mean")
 
 
 # ---------------------------------------------------------------- combine_gradients
@@ -134,7 +205,7 @@ def test_conflicting_gradients_drop_keeps_the_rl_gradient_in_place():
     targets = [r.clone() for r in rl]
     pointers = [t.data_ptr() for t in targets]
     decision = combine_gradients(sft, targets, "drop")
-    assert decision.conflict is True and (decision.sft_coef, decision.rl_coef) == (0.0, 1.0)
+    assert decision.conflict is True and (decision.sft_coef, decision.signal_coef) == (0.0, 0.0)
     assert decision.cosine == pytest.approx(cosine, abs=1e-12)
     assert [t.data_ptr() for t in targets] == pointers  # no copy
     assert all(torch.equal(t, r) for t, r in zip(targets, rl, strict=True))
@@ -150,7 +221,7 @@ def test_conflicting_gradients_project_removes_the_conflicting_component():
     # PCGrad: g_sft minus its component along g_rl
     expected = g_sft - (g_sft @ g_rl) / (g_rl @ g_rl) * g_rl
     assert torch.allclose(g_sft_proj, expected, atol=1e-6)
-    assert decision.rl_coef == pytest.approx(1 - float(g_sft @ g_rl / (g_rl @ g_rl)))
+    assert decision.signal_coef == pytest.approx(-float(g_sft @ g_rl / (g_rl @ g_rl)))
     # the result's component along g_rl is the RL gradient's own
     assert float(g_out @ g_rl) == pytest.approx(float(g_rl @ g_rl), rel=1e-6)
     # the part orthogonal to g_rl is kept
@@ -241,6 +312,53 @@ def test_cosine_is_global_over_all_parameters():
     assert float(projected @ flat(rl)) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("strategy", CONFLICT_STRATEGIES)
+def test_policy_gradient_signal_decides_and_the_whole_rl_gradient_is_applied(strategy):
+    """The cosine is taken with the signal (the policy term); the update adds the whole RL gradient, and `project`
+    removes from the SFT gradient its component along the signal."""
+    sft = [torch.tensor([1.0, 2.0]), torch.tensor([[0.5, -1.0]])]
+    signal = [torch.tensor([-1.0, -1.0]), torch.tensor([[0.0, 1.0]])]  # conflicts with sft
+    kl = [torch.tensor([2.0, 2.0]), torch.tensor([[1.0, 0.0]])]
+    rl = [s + k for s, k in zip(signal, kl, strict=True)]  # agrees with sft: the KL pull hides the conflict
+    assert expected_cosine(sft, rl) > 0 > expected_cosine(sft, signal)
+    rl_copy = [r.clone() for r in rl]
+    decision = combine_gradients(sft, rl_copy, strategy, signal_grads=signal)
+    assert decision.cosine == pytest.approx(expected_cosine(sft, signal), abs=1e-12)
+    g_s, g_sig, g_r = flat(sft), flat(signal), flat(rl)
+    expected = {
+        "drop": g_r,
+        "project": g_r + g_s - (g_s @ g_sig) / (g_sig @ g_sig) * g_sig,
+        "none": g_r + g_s,
+    }[strategy]
+    assert torch.allclose(flat(rl_copy), expected, atol=1e-6)
+    # with the whole RL gradient as the signal there is no conflict: the sum
+    rl_copy = [r.clone() for r in rl]
+    assert combine_gradients(sft, rl_copy, strategy).conflict is False
+    assert torch.allclose(flat(rl_copy), g_r + g_s)
+
+
+def test_none_entries_are_zero_gradients_in_every_norm():
+    """A parameter the SFT loss does not reach (None) still counts in ‖g_r‖² and is rescaled by `project`."""
+    sft = [torch.tensor([1.0, 0.0]), None]
+    rl = [torch.tensor([-1.0, 0.0]), torch.tensor([0.0, 3.0])]
+    assert gradient_dots(sft, rl) == (-1.0, 1.0, 10.0)
+    rl_copy = [r.clone() for r in rl]
+    decision = combine_gradients(sft, rl_copy, "project")
+    assert decision.cosine == pytest.approx(-1 / math.sqrt(10))
+    g_s, g_r = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64), flat(rl)
+    assert torch.allclose(flat(rl_copy), g_r + g_s - (g_s @ g_r) / (g_r @ g_r) * g_r)
+    assert gradient_dots([None], [None]) == (0.0, 0.0, 0.0)
+
+
+def test_accumulate_gradients_sums_in_place_with_none_as_zero():
+    first = [torch.ones(2), None, None]
+    buffer = accumulate_gradients(None, first)
+    pointer = buffer[0].data_ptr()
+    buffer = accumulate_gradients(buffer, [torch.ones(2), torch.full((1,), 2.0), None])
+    assert buffer[0].data_ptr() == pointer and torch.equal(buffer[0], torch.full((2,), 2.0))
+    assert torch.equal(buffer[1], torch.full((1,), 2.0)) and buffer[2] is None
+
+
 def test_unknown_strategy_raises():
     sft, rl = agreeing_pair()
     with pytest.raises(ValueError, match="Unknown conflict strategy 'pcgrad'"):
@@ -267,10 +385,10 @@ def test_gradient_dots_are_accurate_without_whole_float64_copies(monkeypatch, dt
 
 
 def test_conflict_decision_coefficients():
-    assert conflict_decision(-2.0, 4.0, 4.0, "drop") == ConflictDecision(-0.5, True, 0.0, 1.0)
-    assert conflict_decision(-2.0, 4.0, 4.0, "project") == ConflictDecision(-0.5, True, 1.0, 1.5)
-    assert conflict_decision(-2.0, 4.0, 4.0, "none") == ConflictDecision(-0.5, True, 1.0, 1.0)
-    assert conflict_decision(2.0, 4.0, 4.0, "drop") == ConflictDecision(0.5, False, 1.0, 1.0)
+    assert conflict_decision(-2.0, 4.0, 4.0, "drop") == ConflictDecision(-0.5, True, 0.0, 0.0)
+    assert conflict_decision(-2.0, 4.0, 4.0, "project") == ConflictDecision(-0.5, True, 1.0, 0.5)
+    assert conflict_decision(-2.0, 4.0, 4.0, "none") == ConflictDecision(-0.5, True, 1.0, 0.0)
+    assert conflict_decision(2.0, 4.0, 4.0, "drop") == ConflictDecision(0.5, False, 1.0, 0.0)
     assert conflict_decision(-2.0, 4.0, 4.0, "drop", rl_has_policy_gradient=False).conflict is False
 
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .losses import CONFLICT_SCOPES, CONFLICT_STRATEGIES, SFT_REDUCTIONS
+from .losses import CONFLICT_SCOPES, CONFLICT_SIGNALS, CONFLICT_STRATEGIES, SFT_REDUCTIONS
 from .reply_format import check_label_set
 
 
@@ -23,9 +23,16 @@ class GTAConfig(GRPOConfig):
         conflict_strategy (`str`, *optional*, defaults to `"drop"`):
             What to do when the two gradients conflict (negative cosine): `"drop"` keeps the RL gradient only (the
             paper's rule), `"project"` removes from the SFT gradient its component along the RL gradient
-            (PCGrad-style), `"none"` sums them (the cosine is still measured, on logging steps only). When every
-            advantage in the rule's scope is zero, the RL gradient is only the KL/entropy pull towards the reference
-            and never counts as a conflict; otherwise the whole RL gradient (policy + KL + entropy terms) is compared.
+            (PCGrad-style), `"none"` sums them (the cosine is still measured, on logging steps only). When no group
+            in the rule's scope has rewards that differ, the RL gradient is only the KL/entropy pull towards the
+            reference and never counts as a conflict.
+        conflict_signal (`str`, *optional*, defaults to `"rl_loss"`):
+            Which RL gradient the cosine is taken with: `"rl_loss"`, the whole RL loss's (policy + KL + entropy
+            terms, the paper's L_RL read literally), or `"policy_gradient"`, its policy term alone (the update still
+            applies the whole RL gradient). `"policy_gradient"` costs one more backward through the RL graph and one
+            more gradient buffer when a KL, entropy or auxiliary term is on; without one the two are the same. The
+            default is `"rl_loss"`: over a measured 32-step run at β = 0.01 the two never decided differently
+            (docs/concepts.md).
         conflict_scope (`str`, *optional*, defaults to `"step"`):
             Where the rule acts. `"step"` (the paper's rule): once per optimizer step, on the SFT and RL gradients
             accumulated over the accumulation window and averaged over processes, before gradient clipping; costs
@@ -49,8 +56,8 @@ class GTAConfig(GRPOConfig):
         default="drop",
         metadata={
             "help": "Gradient-conflict rule when cos(∇L_SFT, ∇L_RL) < 0: 'drop' keeps the RL gradient only (paper), "
-            "'project' removes the SFT component along the RL gradient (PCGrad), 'none' sums them. All-zero "
-            "advantages (RL gradient = KL/entropy pull only) never count as a conflict.",
+            "'project' removes the SFT component along the RL gradient (PCGrad), 'none' sums them. Groups whose "
+            "rewards are all equal (RL gradient = KL/entropy pull only) never count as a conflict.",
             "choices": list(CONFLICT_STRATEGIES),
         },
     )
@@ -60,6 +67,15 @@ class GTAConfig(GRPOConfig):
             "help": "Where the conflict rule acts: 'step' once per optimizer step on the accumulated, "
             "process-averaged gradients (paper); 'micro_batch' on each micro-batch's gradients, per process.",
             "choices": list(CONFLICT_SCOPES),
+        },
+    )
+    conflict_signal: str = field(
+        default="rl_loss",
+        metadata={
+            "help": "The RL gradient the conflict cosine is taken with: 'rl_loss' (policy + KL + entropy terms) or "
+            "'policy_gradient' (the policy term alone; costs one more RL backward when beta > 0). The update applies "
+            "the whole RL gradient either way.",
+            "choices": list(CONFLICT_SIGNALS),
         },
     )
     sft_loss_reduction: str = field(
@@ -85,6 +101,8 @@ class GTAConfig(GRPOConfig):
             )
         if self.conflict_scope not in CONFLICT_SCOPES:
             raise ValueError(f"conflict_scope must be one of {CONFLICT_SCOPES}, got {self.conflict_scope!r}.")
+        if self.conflict_signal not in CONFLICT_SIGNALS:
+            raise ValueError(f"conflict_signal must be one of {CONFLICT_SIGNALS}, got {self.conflict_signal!r}.")
         if self.sft_loss_reduction not in SFT_REDUCTIONS:
             raise ValueError(f"sft_loss_reduction must be one of {SFT_REDUCTIONS}, got {self.sft_loss_reduction!r}.")
         if self.sft_weight < 0 or self.rl_weight < 0:

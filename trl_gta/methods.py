@@ -79,6 +79,13 @@ class ScriptArguments(trl.ScriptArguments):
     accelerate_config: str | None = field(
         default=None, metadata={"help": "The accelerate config the recipe is meant for (checked by --dry_run)."}
     )
+    gpu_memory_gib: float | None = field(
+        default=None,
+        metadata={
+            "help": "Memory of each GPU the recipe is written for, in GiB (H100: 80, H200: 141): --dry_run refuses a "
+            "full fine-tune whose weights, gradients, optimizer states, GTA buffers and reference model exceed it."
+        },
+    )
     dry_run: bool = field(
         default=False, metadata={"help": "Validate the configuration and exit without loading weights."}
     )

@@ -1,19 +1,23 @@
 """`GTATrainer`: TRL's GRPOTrainer plus a supervised guess loss, guess-span masking and gradient-conflict rules.
 
-Five hooks, each small:
+Six hooks, each small:
 - `_generate_and_score_completions`: mask the sampled guess span out of the RL loss (through `tool_mask`) and
   attach the teacher-forced gold-guess targets to every row;
-- `_calculate_rewards`: log what TRL does not (the rollouts' guess accuracy and truncated prompts; TRL already logs
-  each reward function's mean);
+- `_calculate_rewards`: decide from the rewards which rows carry a policy gradient (groups whose rewards differ), and
+  log what TRL does not (the rollouts' guess accuracy and truncated prompts; TRL already logs each reward function's
+  mean);
 - `compute_loss`: TRL's GRPO loss + the guess cross-entropy, their gradients kept apart where the conflict rule
   needs them (see `losses.py` for the rule);
+- `_get_per_token_logps_and_entropies`: replay the RL forward's outputs, so that the policy term alone
+  (`conflict_signal="policy_gradient"`) is computed by TRL's own loss without a second forward;
 - `_clip_grad_norm` / `_get_grad_norm`: with `conflict_scope="step"`, apply the rule once per optimizer step to the
   accumulated, process-averaged gradients, before clipping;
 - `save_model` / `_load_optimizer_and_scheduler`: save and check on resume what GTA adds (labels, prompt template).
 
 Step scope (default): the RL loss goes through the trainer's own `backward()` (loss scaling, DDP all-reduce and
-accumulation into `p.grad` unchanged), the SFT gradient accumulates over the window in one extra buffer, and at the
-sync step that buffer is averaged over processes, compared with `p.grad` and combined into it in place.
+accumulation into `p.grad` unchanged), the SFT gradient accumulates over the window in one extra buffer (and the
+policy term's in another, for `conflict_signal="policy_gradient"` with a KL/entropy term), and at the sync step the
+buffers are averaged over processes, compared and combined into `p.grad` in place.
 Micro-batch scope: both gradients of the micro-batch are taken with `torch.autograd.grad`, combined per process, and
 returned as a surrogate loss whose single `backward()` DDP all-reduces.
 """
@@ -34,7 +38,16 @@ from .checkpoint import GTACheckpointMetadata, library_versions
 from .collator import target_token_ids
 from .config import GTAConfig
 from .dataset import LABEL_SET_COLUMN, check_columns, dataset_label_set, first_row
-from .losses import combine_gradients, gradient_surrogate, guess_cross_entropy
+from .losses import (
+    ConflictDecision,
+    accumulate_gradients,
+    combine_gradients,
+    conflict_decision,
+    gradient_dots,
+    gradient_surrogate,
+    guess_cross_entropy,
+    rows_with_reward_signal,
+)
 from .model_card import TAGS, gta_model_card
 from .prompts import GTAPromptTemplate
 from .reply_format import extract_block, normalize_label
@@ -141,9 +154,14 @@ class GTATrainer(GRPOTrainer):
         self._target_cache: dict[tuple[str, str], list[int]] = {}
         self._trainable_params: list[torch.Tensor] | None = None
         self._decomposable = self._check_gradient_setup()
-        # step scope: the SFT gradient accumulated over the current window, and its largest |advantage|
+        # step scope: the SFT (and policy-term) gradient accumulated over the current window, and whether any of its
+        # rows carries a reward signal
         self._sft_grads: list[torch.Tensor | None] | None = None
-        self._window_advantage: torch.Tensor | None = None
+        self._signal_grads: list[torch.Tensor | None] | None = None
+        self._window_signal: torch.Tensor | None = None
+        self._reward_signal: torch.Tensor | None = None  # all processes' rows, from _calculate_rewards
+        self._replayed_logps: tuple | None = None  # the RL forward's outputs, replayed for the policy term
+        self._capture_logps = False
 
     def _zero_stage(self) -> int | None:
         """DeepSpeed's ZeRO stage, None without DeepSpeed."""
@@ -218,11 +236,20 @@ class GTATrainer(GRPOTrainer):
             output["gta_target_mask"] = pad_sequence(
                 [torch.ones_like(t) for t in targets], batch_first=True, padding_value=0
             ).to(device)
+            start = self.accelerator.process_index * len(inputs)  # TRL's own slice of the gathered rows
+            output["gta_reward_signal"] = self._reward_signal[start : start + len(inputs)].to(device)
+        self._reward_signal = None
         return output
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         mode = "train" if self.model.training else "eval"
+        self._reward_signal = rows_with_reward_signal(
+            rewards,
+            self.reward_weights.to(rewards.device),
+            self.num_generations if mode == "train" else self.num_generations_eval,
+            self.multi_objective_aggregation,
+        )
         texts = full_responses(completions, [x.get("response_prefix") or "" for x in inputs])
         guesses = [extract_block(text, "guess") for text in texts]
         stats = torch.tensor(
@@ -244,11 +271,13 @@ class GTATrainer(GRPOTrainer):
 
     # ----------------------------------------------------------------------------------------------- loss
     def _guess_loss(self, model, inputs) -> torch.Tensor:
-        """Exact cross-entropy of the gold guess, one row per distinct (prompt, target) in the micro-batch."""
+        """Exact cross-entropy of the gold guess: one forward row per distinct (prompt, target) in the micro-batch,
+        weighted by the rows it stands for, so that L_SFT is the mean over the micro-batch's rows (and, micro-batches
+        being equal in size, over the optimizer step's) however the shuffle spread the prompts."""
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         target_ids, target_mask = inputs["gta_target_ids"], inputs["gta_target_mask"]
         rows = torch.cat([prompt_ids, target_ids], dim=1)
-        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        _, inverse, counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True)
         first = torch.full((int(inverse.max()) + 1,), rows.size(0), device=rows.device)
         first = first.scatter_reduce(0, inverse, torch.arange(rows.size(0), device=rows.device), reduce="amin")
         prompt_ids, prompt_mask = prompt_ids[first], prompt_mask[first]
@@ -264,7 +293,7 @@ class GTATrainer(GRPOTrainer):
                 position_ids=position_ids,
                 logits_to_keep=targets.size(1) + 1,
             ).logits
-        return guess_cross_entropy(logits[:, :-1], targets, self.args.sft_loss_reduction)
+        return guess_cross_entropy(logits[:, :-1], targets, self.args.sft_loss_reduction, weights=counts)
 
     def _sft_term(self, model, inputs) -> torch.Tensor:
         """`sft_weight * L_SFT`, scaled for gradient accumulation in training as TRL's RL loss is; logs `L_SFT`."""
@@ -277,6 +306,47 @@ class GTATrainer(GRPOTrainer):
 
     def _rl_term(self, model, inputs) -> torch.Tensor:
         return self.args.rl_weight * super().compute_loss(model, inputs)
+
+    def _separate_signal(self) -> bool:
+        """Whether the conflict cosine needs the policy term apart: asked for, and TRL's RL loss has other terms."""
+        regularized = self.beta != 0.0 or self._entropy_bonus_enabled or self.aux_loss_enabled
+        return self.args.conflict_signal == "policy_gradient" and regularized
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        if self._replayed_logps is not None:
+            return self._replayed_logps
+        outputs = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._capture_logps:
+            self._replayed_logps, self._capture_logps = outputs, False
+        return outputs
+
+    def _rl_terms(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`λ2 · L_RL` and, when the cosine needs it apart, `λ2 ·` its policy term alone (else None).
+
+        Both come from TRL's own loss and one forward: the second computation replays the first's log-probs and
+        entropies with the KL, entropy and auxiliary terms switched off, and the metrics it logs again are dropped.
+        """
+        if not self._separate_signal():
+            return self._rl_term(model, inputs), None
+        self._capture_logps = True
+        metrics = self._metrics["train"]
+        try:
+            rl_term = self._rl_term(model, inputs)
+            logged = {name: len(values) for name, values in metrics.items()}
+            saved = self.beta, self._entropy_bonus_enabled, self.aux_loss_enabled
+            self.beta, self._entropy_bonus_enabled, self.aux_loss_enabled = 0.0, False, False
+            try:
+                policy_term = self._rl_term(model, inputs)
+            finally:
+                self.beta, self._entropy_bonus_enabled, self.aux_loss_enabled = saved
+                for name in list(metrics):
+                    if name in logged:
+                        del metrics[name][logged[name] :]
+                    else:
+                        del metrics[name]
+        finally:
+            self._capture_logps, self._replayed_logps = False, None
+        return rl_term, policy_term
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.args.sft_weight == 0:
@@ -308,7 +378,8 @@ class GTATrainer(GRPOTrainer):
         return scaler.scale(loss) if scaler is not None else loss
 
     def _step_scope_loss(self, model, inputs) -> torch.Tensor:
-        """Add this micro-batch's SFT gradient to the window's buffer; return the RL loss for the trainer's backward.
+        """Add this micro-batch's SFT gradient (and policy-term gradient) to the window's buffers; return the RL loss
+        for the trainer's backward.
 
         The SFT graph is built and freed before the RL forward, so the two graphs never coexist.
         """
@@ -325,38 +396,66 @@ class GTATrainer(GRPOTrainer):
             finally:
                 for p, g in zip(params, rl_grads, strict=True):
                     p.grad = g
-        advantage = inputs["advantages"].detach().abs().max()
-        previous = self._window_advantage
-        self._window_advantage = advantage if previous is None else torch.maximum(previous, advantage)
-        return self._rl_term(model, inputs) + sft_term.detach()
+        rl_term, policy_term = self._rl_terms(model, inputs)
+        if policy_term is not None:  # autograd.grad fires no DDP hook: the trainer's backward below does, once
+            grads = self._gradients(policy_term, params, retain_graph=True, materialize=False)
+            self._signal_grads = accumulate_gradients(self._signal_grads, grads)
+        signal = inputs["gta_reward_signal"].any().float()
+        previous = self._window_signal
+        self._window_signal = signal if previous is None else torch.maximum(previous, signal)
+        return rl_term + sft_term.detach()
 
     def _combine_step_gradients(self) -> None:
         """Step scope, at the sync step: apply the conflict rule once to the window's gradients, into `p.grad`.
 
         `p.grad` holds the RL gradient, accumulated over the window and already averaged over processes by DDP; the
-        SFT buffer is averaged here. Every process then computes the same decision from the same numbers.
+        SFT (and policy-term) buffers are averaged here. Every process then computes the same decision from the same
+        numbers. Every trainable parameter counts: one a loss does not reach has a zero gradient from it.
         """
         if self._sft_grads is None:
             return
-        pairs = [(p, s) for p, s in zip(self._trainable_params, self._sft_grads, strict=True) if s is not None]
-        advantage = self._window_advantage
-        self._sft_grads = self._window_advantage = None
-        for p, s in pairs:
-            if p.grad is None:  # not reached by the RL loss
-                p.grad = torch.zeros_like(s)
-        sft_grads, rl_grads = [s for _, s in pairs], [p.grad for p, _ in pairs]
-        del pairs
+        params = self._trainable_params
+        sft_grads, signal_grads, has_signal = self._sft_grads, self._signal_grads, self._window_signal
+        self._sft_grads = self._signal_grads = self._window_signal = None
+        signal_list = signal_grads or [None] * len(params)
+        for p, s, g in zip(params, sft_grads, signal_list, strict=True):
+            if p.grad is None and (s is not None or g is not None):  # not reached by the RL loss
+                p.grad = torch.zeros_like(p)
+        kept = [k for k, p in enumerate(params) if p.grad is not None]
+        rl_grads = [params[k].grad for k in kept]
+        sft_grads = [sft_grads[k] for k in kept]
+        signal_grads = [signal_list[k] for k in kept] if signal_grads is not None else None
         if self.accelerator.num_processes > 1:
-            works = [dist.all_reduce(s, async_op=True) for s in sft_grads]
-            works.append(dist.all_reduce(advantage, op=dist.ReduceOp.MAX, async_op=True))
+            buffers = [g for g in [*sft_grads, *(signal_grads or [])] if g is not None]
+            works = [dist.all_reduce(g, async_op=True) for g in buffers]
+            works.append(dist.all_reduce(has_signal, op=dist.ReduceOp.MAX, async_op=True))
             for work in works:
                 work.wait()
-            torch._foreach_div_(sft_grads, float(self.accelerator.num_processes))
+            torch._foreach_div_(buffers, float(self.accelerator.num_processes))
+        has_policy_gradient = bool(has_signal > 0)
+        rl_loss_decision = None
+        if signal_grads is not None:  # what conflict_signal="rl_loss" would have decided, before rl_grads change
+            rl_loss_decision = conflict_decision(
+                *gradient_dots(sft_grads, rl_grads), self.args.conflict_strategy, has_policy_gradient
+            )
         decision = combine_gradients(
-            sft_grads, rl_grads, self.args.conflict_strategy, rl_has_policy_gradient=bool(advantage > 0)
+            sft_grads, rl_grads, self.args.conflict_strategy, has_policy_gradient, signal_grads
         )
-        self._metrics["train"]["gta/grad_cosine"].append(decision.cosine)
-        self._metrics["train"]["gta/conflict_rate"].append(float(decision.conflict))
+        self._log_decision(decision, rl_loss_decision, gather=False)
+
+    def _log_decision(self, decision: ConflictDecision, rl_loss_decision: ConflictDecision | None, gather: bool):
+        """Log the cosine and conflict (averaged over processes when `gather`); with a separate policy-term signal,
+        also those that `conflict_signal="rl_loss"` would have had (`gta/rl_loss_*`)."""
+        values = {"gta/grad_cosine": decision.cosine, "gta/conflict_rate": float(decision.conflict)}
+        if rl_loss_decision is not None:
+            values["gta/rl_loss_cosine"] = rl_loss_decision.cosine
+            values["gta/rl_loss_conflict_rate"] = float(rl_loss_decision.conflict)
+        numbers = list(values.values())
+        if gather:
+            stats = torch.tensor(numbers, device=self.accelerator.device)
+            numbers = self.accelerator.gather(stats).view(-1, len(numbers)).mean(0).tolist()
+        for name, value in zip(values, numbers, strict=True):
+            self._metrics["train"][name].append(value)
 
     def _clip_grad_norm(self, model):
         self._combine_step_gradients()  # clipping acts on the combined gradient
@@ -373,25 +472,35 @@ class GTATrainer(GRPOTrainer):
         is written into the RL gradient in place.
         """
         params = self._trainable_params
-        rl_term = self._rl_term(model, inputs)
+        rl_term, policy_term = self._rl_terms(model, inputs)
+        signal_grads = None
+        if policy_term is not None:
+            signal_grads = self._gradients(policy_term, params, retain_graph=True)
         rl_grads = self._gradients(rl_term, params)
         sft_term = self._sft_term(model, inputs)
         sft_grads = self._gradients(sft_term, params)
-        has_policy_gradient = bool(inputs["advantages"].abs().max() > 0)
-        decision = combine_gradients(sft_grads, rl_grads, self.args.conflict_strategy, has_policy_gradient)
-        del sft_grads
+        has_policy_gradient = bool(inputs["gta_reward_signal"].any())
+        strategy = self.args.conflict_strategy
+        rl_loss_decision = None
+        if signal_grads is not None:
+            rl_loss_decision = conflict_decision(*gradient_dots(sft_grads, rl_grads), strategy, has_policy_gradient)
+        decision = combine_gradients(sft_grads, rl_grads, strategy, has_policy_gradient, signal_grads)
+        del sft_grads, signal_grads
         if self.accelerator.scaler is not None:  # the trainer's backward scales the surrogate again
             torch._foreach_div_(rl_grads, self.accelerator.scaler.get_scale())
-        stats = torch.tensor([decision.cosine, float(decision.conflict)], device=self.accelerator.device)
-        cosine, conflict = self.accelerator.gather(stats).view(-1, 2).mean(0).tolist()
-        self._metrics["train"]["gta/grad_cosine"].append(cosine)
-        self._metrics["train"]["gta/conflict_rate"].append(conflict)
+        self._log_decision(decision, rl_loss_decision, gather=True)
         return gradient_surrogate(params, rl_grads, rl_term + sft_term)
 
-    def _gradients(self, loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _gradients(
+        self, loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool = False, materialize: bool = True
+    ) -> list[torch.Tensor | None]:
         if not loss.requires_grad:
-            return [torch.zeros_like(p) for p in params]
-        return list(torch.autograd.grad(self._scaled(loss), params, allow_unused=True, materialize_grads=True))
+            return [torch.zeros_like(p) if materialize else None for p in params]
+        return list(
+            torch.autograd.grad(
+                self._scaled(loss), params, retain_graph=retain_graph, allow_unused=True, materialize_grads=materialize
+            )
+        )
 
     # ----------------------------------------------------------------------------------------------- saving
     def checkpoint_metadata(self) -> GTACheckpointMetadata:
@@ -404,6 +513,7 @@ class GTATrainer(GRPOTrainer):
                 "rl_weight",
                 "conflict_strategy",
                 "conflict_scope",
+                "conflict_signal",
                 "sft_loss_reduction",
                 "mask_guess_in_rl",
                 "num_generations",

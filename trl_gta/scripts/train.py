@@ -35,6 +35,7 @@ def _dry_run(script_args, training_args, model_args) -> None:
     import torch
     import yaml
 
+    from ..memory import memory_report
     from ..registry import available_datasets
 
     if script_args.dataset_name not in available_datasets() and not os.path.isdir(script_args.dataset_name):
@@ -42,12 +43,13 @@ def _dry_run(script_args, training_args, model_args) -> None:
             f"dataset {script_args.dataset_name!r} is neither a registered name ({', '.join(available_datasets())}) "
             "nor a folder"
         )
-    num_processes = 1
+    accelerate = {}
     if script_args.accelerate_config:
         if not os.path.isfile(script_args.accelerate_config):
             raise UserError(f"accelerate config not found: {script_args.accelerate_config}")
         with open(script_args.accelerate_config) as f:
-            num_processes = int((yaml.safe_load(f) or {}).get("num_processes", 1))
+            accelerate = yaml.safe_load(f) or {}
+    num_processes = int(accelerate.get("num_processes", 1))
     if script_args.method in ("gta", "grpo"):
         steps = training_args.steps_per_generation or training_args.gradient_accumulation_steps
         batch = training_args.per_device_train_batch_size * num_processes * steps
@@ -56,13 +58,19 @@ def _dry_run(script_args, training_args, model_args) -> None:
                 f"generation batch {batch} (per_device_train_batch_size x {num_processes} processes x "
                 f"steps_per_generation {steps}) is not divisible by num_generations={training_args.num_generations}"
             )
+    lines, refusal = memory_report(
+        script_args.method, training_args, model_args, accelerate.get("distributed_type"), script_args.gpu_memory_gib
+    )
+    print("\n".join(lines))
+    if refusal:
+        raise UserError(refusal)
     warnings = []
     if getattr(model_args, "load_in_4bit", False) and importlib.util.find_spec("bitsandbytes") is None:
         warnings.append("load_in_4bit needs bitsandbytes (pip install 'trl-gta[qlora]'); not installed here")
     if not os.path.isdir(model_args.model_name_or_path or ""):
         warnings.append(f"model {model_args.model_name_or_path!r} is a Hub id: not checked offline")
     if not torch.cuda.is_available():
-        warnings.append("no GPU here: bf16 support and GPU memory are not checked")
+        warnings.append("no GPU here: bf16 support is not checked, and memory is the estimate above")
     for warning in warnings:
         print(f"warning: {warning}")
     print(f"dry run OK: method={script_args.method}, dataset={script_args.dataset_name}, processes={num_processes}")
