@@ -57,10 +57,13 @@ def available_datasets() -> list[str]:
     return sorted(_registry())
 
 
-def is_local_dataset(name_or_path: str) -> bool:
-    """Whether a dataset name needs no network: a built-in registered name, or an existing local folder or file."""
-    entry = _registry().get(name_or_path)
-    return bool(entry.get("builtin")) if entry is not None else os.path.exists(name_or_path)
+def needs_hub(name_or_path: str) -> bool:
+    """Whether loading a dataset needs the Hub (a registered Hub dataset or another Hub id), not local files.
+
+    Raises:
+        ValueError: A local path that does not exist.
+    """
+    return not _resolve(name_or_path, None, None, None, None).local
 
 
 def dataset_labels(
@@ -211,7 +214,10 @@ def _deepest_reason(error: BaseException) -> str:
 def _load(source: _Source) -> datasets.DatasetDict:
     """Every split, through `datasets.load_dataset`, the columns checked; a failure becomes one line."""
     kwargs = {"data_files": source.data_files} if source.data_files else {}
+    bars = datasets.is_progress_bar_enabled()
     try:
+        if source.local:  # local files load at once: no progress bars
+            datasets.disable_progress_bars()
         splits = datasets.load_dataset(source.path, source.config, **kwargs)
     except Exception as err:
         reason = _deepest_reason(err)
@@ -230,6 +236,9 @@ def _load(source: _Source) -> datasets.DatasetDict:
             "file or folder)"
         )
         raise DatasetUnavailableError(f"{named} is unavailable: {what} ({reason}). {OFFLINE_ALTERNATIVES}") from err
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     for split_name, data in splits.items():
         for role, column in (("text", source.text_column), ("label", source.label_column)):
             if column not in data.column_names:
@@ -258,7 +267,7 @@ def _label_set(source: _Source, splits: datasets.DatasetDict) -> list[str]:
     if any("int" in dtype for dtype in dtypes):
         raise ValueError(
             f"{source.name}: the label column {source.label_column!r} holds integers; name them in id order with "
-            "label_names (--label_names) or a labels.txt."
+            "label_names (--dataset_label_names) or a labels.txt."
         )
     labels = {label for data in splits.values() for label in string_labels(data, source.label_column, None)}
     return sorted(label for label in labels if label)

@@ -3,6 +3,8 @@
 ```bash
 trl-gta predict --model outputs/quickstart --input texts.txt --output predictions.jsonl
 trl-gta predict --model outputs/quickstart --input data.csv --text_field body --output out.jsonl --mode adaptive
+accelerate launch --num_processes 8 -m trl_gta.cli predict --model outputs/quickstart --input texts.txt \\
+    --output predictions.jsonl    # 8 GPUs, each labels a share; the same file as one process writes
 ```
 
 A thin layer over `trl_gta.predict_files.predict_file` (see there for the formats and for resuming): an interrupted
@@ -60,8 +62,14 @@ class PredictArguments:
 
 def main(script_args: PredictArguments) -> None:
     """Run `predict_file` with the arguments, and say what was written and skipped."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
     from ..predict_files import BadRowError, predict_file
 
+    # one process, or each of those `accelerate launch` started: predict_file shares the texts out among them
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available())
     args = script_args
     try:
         result = predict_file(
@@ -83,6 +91,8 @@ def main(script_args: PredictArguments) -> None:
     except (OSError, ValueError) as error:
         hint = " (--skip_bad_rows skips and reports such rows)" if isinstance(error, BadRowError) else ""
         raise UserError(str(error).splitlines()[0] + hint) from error
+    if not state.is_main_process:
+        return
     resumed = f" (the first {result.resumed_from} kept from an earlier run)" if result.resumed_from else ""
     print(f"{result.written} predictions in {result.output}{resumed}")
     if result.bad_rows:
