@@ -26,6 +26,7 @@ accelerate launch --num_processes 8 examples/scripts/classify.py --model gta-out
 
 from dataclasses import dataclass, field
 
+import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from trl import TrlParser
@@ -80,7 +81,8 @@ def calibrated_threshold(args: ClassifyArguments) -> float:
 
 
 def main(args: ClassifyArguments) -> None:
-    state = PartialState()  # one process, or each of those accelerate launch started
+    # one process, or each of those accelerate launch started (on a machine without GPUs they talk over gloo)
+    state = PartialState(cpu=not torch.accelerator.is_available())
     threshold = args.confidence_threshold
     if args.mode == "adaptive" and threshold is None:
         picked = [calibrated_threshold(args) if state.is_main_process else None]
