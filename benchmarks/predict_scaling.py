@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Scaling of `predict_file` over processes: texts per second with 2 processes over 1, one thread each.
 
-Each configuration is this script's worker run under `accelerate launch --multi_gpu --num_processes P` (torchrun
-underneath; on a CPU machine the processes talk over gloo): every process initialises accelerate, waits for the
-others, and calls `predict_file` on the same input, which shares the chunks out and merges the parts. The time is
-the first process's, from before `predict_file` to its return (model loading, labelling its share, the merge;
-not the interpreter's start-up). Rounds alternate 1 and 2 processes so the machine's slow spells hit both alike;
+Each configuration is this script's worker run under `accelerate launch --num_processes P` (`--multi_gpu` for
+P > 1: torchrun underneath; on a CPU machine the processes talk over gloo): every process initialises accelerate,
+waits for the others, and calls `predict_file` on the same input, which shares the chunks out and merges the parts.
+The time is the first process's, from before `predict_file` to its return (model loading, labelling its share, the
+merge; not the interpreter's start-up). Rounds alternate 1 and 2 processes so the machine's slow spells hit both alike;
 the figure is the ratio of the medians. Every output must equal the 1-process output byte for byte.
 
 The model is `--model` (a GTA checkpoint), or by default SmolLM2-135M-Instruct (see `trl_gta.assets`) with the
@@ -74,7 +74,8 @@ def launch(processes: int, args: argparse.Namespace, model: str, source: str, ou
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    command += ["--multi_gpu"] if processes > 1 else []  # accelerate refuses --multi_gpu for one process
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command += ["--main_process_port", str(port), os.path.abspath(__file__), "--worker", "--model", model]
     command += ["--input", source, "--output", output, "--mode", args.mode, "--batch_size", str(args.batch_size)]
