@@ -1,5 +1,6 @@
 """Offline fixtures: a BPE tokenizer trained here and tiny random Qwen2/Llama models (never the Hub)."""
 
+import json
 import os
 
 import pytest
@@ -178,3 +179,13 @@ def raw_dataset() -> Dataset:
         labels += [LABELS.index(label)] * len(items)
     features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
     return Dataset.from_dict({"text": texts, "label": labels}, features=features)
+
+
+@pytest.fixture
+def gta_checkpoint(tmp_path, tokenizer):
+    """A GTA checkpoint folder of a tiny random model (labels `LABELS`, the default template)."""
+    path = tmp_path / "ckpt"
+    tiny_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / "gta_config.json").write_text(json.dumps({"labels": LABELS, "prompt_template": {}}))
+    return path

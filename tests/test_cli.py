@@ -28,8 +28,16 @@ def test_every_recipe_passes_dry_run(capsys):
 
 def test_dry_run_errors(tmp_path, capsys):
     recipe = RECIPES[0]
-    assert main(["train", "--config", recipe, "--dry_run", "--dataset_name", "nope"]) == 1
-    assert "neither a registered name" in capsys.readouterr().err
+    assert main(["train", "--config", recipe, "--dry_run", "--dataset_name", "./nope"]) == 1
+    assert "no such local file or folder" in capsys.readouterr().err
+    assert main(["train", "--config", recipe, "--dry_run", "--dataset_name", "someone/their-data"]) == 0
+    assert "'someone/their-data' is a Hub id: not checked offline" in capsys.readouterr().out
+    reviews = tmp_path / "reviews.csv"  # a local dataset is read: its columns are checked
+    reviews.write_text("review,rating\ngood,1\n")
+    assert main(["train", "--config", recipe, "--dry_run", "--dataset_name", str(reviews)]) == 1
+    assert "has no text column 'text' (its columns: review, rating); name it" in capsys.readouterr().err
+    flags = ["--text_column", "review", "--label_column", "rating", "--dataset_label_names", "bad", "good"]
+    assert main(["train", "--config", recipe, "--dry_run", "--dataset_name", str(reviews), *flags]) == 0
     with pytest.raises(SystemExit) as exit_info:  # argparse checks a flag's choices
         main(["train", "--config", recipe, "--dry_run", "--method", "dpo"])
     assert exit_info.value.code == 2
@@ -42,20 +50,11 @@ def test_dry_run_errors(tmp_path, capsys):
     assert "not supported" in capsys.readouterr().err
     dry_recipe = tmp_path / "dry.yaml"  # a dry run asked for by the recipe, not by a flag
     dry_recipe.write_text(open(recipe).read() + "\ndry_run: true\n")
-    assert main(["train", "--config", str(dry_recipe), "--dataset_name", "nope"]) == 1
-    assert "neither a registered name" in capsys.readouterr().err
+    assert main(["train", "--config", str(dry_recipe), "--dataset_name", "/nope"]) == 1
+    assert "no such local file or folder" in capsys.readouterr().err
     gta = next(r for r in RECIPES if "/gta/" in r and "qlora" not in r)
     assert main(["train", "--config", gta, "--dry_run", "--num_generations", "7"]) == 1
     assert "divisible by num_generations" in capsys.readouterr().err
-
-
-@pytest.fixture
-def gta_checkpoint(tmp_path, tokenizer):
-    path = tmp_path / "ckpt"
-    tiny_model(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    (path / "gta_config.json").write_text(json.dumps({"labels": LABELS, "prompt_template": {}}))
-    return path
 
 
 @pytest.fixture
@@ -81,9 +80,19 @@ def test_eval_writes_results_and_confusion_matrix(tmp_path, gta_checkpoint, data
     assert (out / "confusion_matrix.png").stat().st_size > 0
 
 
+def test_eval_on_a_csv_file_with_other_columns_and_integer_labels(tmp_path, gta_checkpoint):
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("utterance,intent\nwake me up,0\nrain today?,1\nplay jazz,2\n")
+    args = ["eval", "--model", str(gta_checkpoint), "--dataset", str(reviews), "--split", "train", "--mode", "guess"]
+    args += ["--text_column", "utterance", "--label_column", "intent", "--dataset_label_names", *LABELS]
+    assert main([*args, "--output_dir", str(tmp_path / "eval")]) == 0
+    results = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+    assert results["num_examples"] == 3 and results["dataset"] == str(reviews)
+
+
 def test_eval_errors_are_one_line(tmp_path, gta_checkpoint, data_folder, capsys):
     assert main(["eval", "--model", str(tmp_path / "none"), "--dataset", str(data_folder)]) == 1
-    assert main(["eval", "--model", str(gta_checkpoint), "--dataset", "no-such-dataset"]) == 1
+    assert main(["eval", "--model", str(gta_checkpoint), "--dataset", "./no-such-dataset"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("trl-gta eval: error:") for line in err)
 

@@ -279,7 +279,7 @@ def test_resume_restores_gta_state_and_refuses_other_labels(tmp_path, tokenizer,
         other.train(resume_from_checkpoint=checkpoint)
 
 
-def test_construction_errors(tmp_path, tokenizer, raw_dataset, make_trainer):
+def test_construction_errors(tmp_path, tokenizer, raw_dataset, make_trainer, model_dir):
     dataset = build_gta_dataset(raw_dataset)
     with pytest.raises(ValueError, match="conflict_strategy"):
         make_args(tmp_path, conflict_strategy="average")
@@ -289,6 +289,8 @@ def test_construction_errors(tmp_path, tokenizer, raw_dataset, make_trainer):
         )
     with pytest.raises(ValueError, match="label set"):
         make_trainer(train_dataset=dataset.remove_columns("label_id"))
+    with pytest.raises(ValueError, match="`train_dataset` is required"):  # TRL's own error, as for GRPOTrainer
+        GTATrainer(model_dir, reward_funcs=[length_reward], args=make_args(tmp_path))
 
 
 def test_periodic_eval_callback_logs_held_out_metrics(tmp_path, tokenizer, raw_dataset, make_trainer):

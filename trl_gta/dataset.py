@@ -11,7 +11,7 @@ from datasets import ClassLabel, Dataset, Features, IterableDataset, Value
 from transformers import PreTrainedTokenizerBase
 
 from .prompts import GTAPromptTemplate, fitted_prompts
-from .registry import bad_rows_error
+from .registry import bad_rows_error, string_labels
 from .reply_format import check_label_set, normalize_label
 
 logger = logging.getLogger(__name__)
@@ -43,17 +43,6 @@ def dataset_label_set(dataset: Dataset | IterableDataset) -> list[str] | None:
         if isinstance(feature, ClassLabel):
             return list(feature.names)
     return None
-
-
-def _string_labels(dataset: Dataset, label_column: str, labels: list[str] | None) -> list[str | None]:
-    feature = dataset.features[label_column]
-    values = dataset[label_column]
-    if isinstance(feature, ClassLabel):
-        return [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
-    if labels is not None and all(isinstance(v, int) and not isinstance(v, bool) for v in values if v is not None):
-        # integer labels without names: index into the given label set (out-of-range ids are reported below)
-        return [labels[v] if v is not None and 0 <= v < len(labels) else f"<id {v}>" for v in values]
-    return [None if v is None else str(v) for v in values]
 
 
 def build_gta_dataset(
@@ -101,16 +90,16 @@ def build_gta_dataset(
         labels = dataset_label_set(dataset) if label_column == "label" else None
         if labels is None and isinstance(dataset.features[label_column], ClassLabel):
             labels = list(dataset.features[label_column].names)
-    string_labels = _string_labels(dataset, label_column, list(labels) if labels is not None else None)
+    values = string_labels(dataset, label_column, list(labels) if labels is not None else None)
     if labels is None:
-        labels = sorted({label for label in string_labels if label is not None})
+        labels = sorted({label for label in values if label is not None})
     labels = check_label_set(labels)
     by_normal = {normalize_label(label): label for label in labels}
 
     problems: list[str] = []
     texts = dataset[text_column]
     gold: list[str] = []
-    for index, (text, label) in enumerate(zip(texts, string_labels, strict=True)):
+    for index, (text, label) in enumerate(zip(texts, values, strict=True)):
         if not isinstance(text, str) or not text.strip():
             problems.append(f"row {index}: empty or missing text")
         if label is None:

@@ -29,7 +29,23 @@ class ScriptArguments(trl.ScriptArguments):
     method: str = field(default="gta", metadata={"help": "Training method.", "choices": list(METHODS)})
     dataset_name: str = field(
         default="hwu64-scenario",
-        metadata={"help": "A registered dataset name or a local folder (see trl_gta.registry)."},
+        metadata={
+            "help": "A registered dataset name, a local folder or .jsonl/.csv/.parquet file, or a Hub dataset id "
+            "(see trl_gta.registry)."
+        },
+    )
+    text_column: str | None = field(
+        default=None, metadata={"help": "Column of the texts (default: the registered dataset's, else text)."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "Column of the labels (default: the registered dataset's, else label)."}
+    )
+    dataset_label_names: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The label set in id order: names integer labels, orders string labels (default: the registry's, "
+            "labels.txt, the ClassLabel's, else the sorted labels of all splits)."
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Seeded subsample of the training split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subsample of the test split."})
@@ -99,6 +115,16 @@ def fair_start_options(script_args: ScriptArguments) -> dict[str, Any]:
         "format_warmup_labels": script_args.format_warmup_labels,
         "format_warmup_batch_size": script_args.format_warmup_batch_size,
         "format_warmup_learning_rate": script_args.format_warmup_learning_rate,
+    }
+
+
+def dataset_options(script_args: ScriptArguments) -> dict[str, Any]:
+    """The keyword arguments of `load_classification_dataset` that `trl-gta train` takes from its script arguments."""
+    return {
+        "config": script_args.dataset_config,
+        "text_column": script_args.text_column,
+        "label_column": script_args.label_column,
+        "label_names": script_args.dataset_label_names,
     }
 
 

@@ -11,14 +11,22 @@ content hash, the model, and every option that changes a prediction. A rerun wit
 chunks already written, drops whatever follows them (a line cut by a kill, the first lines of a chunk in progress),
 and continues; since it cuts the remaining texts into the same chunks, the finished file equals an uninterrupted
 run's byte for byte. A rerun with other arguments is refused, unless `overwrite`.
+
+Several processes: under an initialised accelerate state (`accelerate launch`, or `PartialState()` in the caller),
+the chunks left are shared out, a contiguous run of them to each process (`PartialState.split_between_processes`),
+each process labels its share on its own device into its own part file (`<output>.part-RRRRR-of-NNNNN`, resumed the
+same way), and the first process appends the parts, in order, to the output. The chunks and batches are the same as
+one process's, so the output is too, byte for byte (greedy decoding, same hardware).
 """
 
 import csv
+import glob
 import hashlib
 import io
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -319,7 +327,10 @@ def predict_file(
         max_new_tokens: Reply budget (default: the checkpoint's `max_completion_length`).
         max_prompt_tokens: Cut texts so every prompt fits, when `model` is a folder (a classifier keeps its own).
         overwrite: Start over even when the output holds lines from another run.
-        progress: Show a progress bar.
+        progress: Show a progress bar (the first process's, with several).
+
+    With several processes (an initialised accelerate state), each one calls `predict_file` with the same arguments
+    and labels its share; every call returns once the whole output is written.
 
     Returns:
         What was written, kept and skipped.
@@ -356,52 +367,147 @@ def predict_file(
     meta_path = output_path + META_SUFFIX
     ends = [] if overwrite else _earlier_lines(output_path, meta_path, settings, len(inputs.texts))
     done = len(ends) if len(ends) == len(inputs.texts) else len(ends) // chunk_size * chunk_size
+    state = _accelerate_state()
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    parts = [_part_path(output_path, r, world) for r in range(world)] if world > 1 else []
+    complete = done == len(inputs.texts)
+    stale = [path for path in _part_paths(output_path) if path not in parts]
+    if stale and not overwrite and not complete:
+        raise ValueError(
+            f"{output_path}: {os.path.basename(stale[0])} holds part of a run with another number of processes: "
+            "rerun with that many, or start over with overwrite (--overwrite)."
+        )
+    # the chunks left; with several processes, each takes a contiguous share and writes it to its own part file
+    chunks = [
+        (start, min(start + chunk_size, len(inputs.texts))) for start in range(done, len(inputs.texts), chunk_size)
+    ]
+    target, kept = output_path, 0
+    if world > 1:
+        with state.split_between_processes(chunks) as share:
+            chunks = list(share)
+        target = parts[rank]
+        kept = 0 if overwrite else _kept_part_lines(target, chunks, chunk_size)
+        chunks = chunks[kept // chunk_size :] if kept < sum(stop - start for start, stop in chunks) else []
     classifier = model
-    if done < len(inputs.texts) and isinstance(model, str):  # loaded before writing: a failure leaves no file
+    if chunks and isinstance(model, str):  # loaded before writing: a failure leaves no file
         from .classifier import GTAClassifier
 
-        classifier = GTAClassifier.from_pretrained(model, max_prompt_tokens=max_prompt_tokens)
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    with open(meta_path + ".tmp", "w") as f:
-        json.dump(settings, f, indent=2)
-    os.replace(meta_path + ".tmp", meta_path)
-    with open(output_path, "ab") as f:
-        f.truncate(ends[done - 1] if done else 0)
-    result = PredictFileResult(output_path, done, done, inputs.bad_rows)
-    if done == len(inputs.texts):
+        device = {"device_map": {"": state.device}} if state is not None else {}
+        classifier = GTAClassifier.from_pretrained(model, max_prompt_tokens=max_prompt_tokens, **device)
+    _wait(state)  # every process has read the earlier output before any of it changes
+    if rank == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+        with open(meta_path + ".tmp", "w") as f:
+            json.dump(settings, f, indent=2)
+        os.replace(meta_path + ".tmp", meta_path)
+        with open(output_path, "ab") as f:
+            f.truncate(ends[done - 1] if done else 0)
+        for path in _part_paths(output_path) if overwrite or complete else []:
+            os.remove(path)
+    _wait(state)
+    result = PredictFileResult(output_path, len(inputs.texts), done, inputs.bad_rows)
+    if complete:
         return result
+    if world > 1:
+        with open(target, "ab") as f:  # a part of whole chunks (possibly none)
+            f.truncate(_complete_lines(target)[kept - 1] if kept else 0)
+        from accelerate.utils import gather_object
+
+        result.resumed_from = done + sum(gather_object([kept]))
+    options = dict(
+        batch_size=batch_size,
+        guess_batch_size=batch_size,
+        confidence_threshold=confidence_threshold,
+        max_new_tokens=max_new_tokens,
+    )
+    _classify_chunks(classifier, inputs, chunks, target, mode, progress and rank == 0, top_k, **options)
+    if world > 1:
+        _wait(state)
+        if rank == 0:
+            _merge(output_path, parts)
+        _wait(state)
+    return result
+
+
+def _accelerate_state():
+    """accelerate's process state when the caller initialised it (`accelerate launch` scripts, `Accelerator`,
+    `trl-gta predict`), else None: a plain call never initialises it, so it cannot clash with a later Accelerator."""
+    from accelerate import PartialState
+
+    return PartialState() if PartialState._shared_state else None
+
+
+def _wait(state) -> None:
+    if state is not None:
+        state.wait_for_everyone()
+
+
+def _part_path(output_path: str, rank: int, world: int) -> str:
+    return f"{output_path}.part-{rank:05d}-of-{world:05d}"
+
+
+def _part_paths(output_path: str) -> list[str]:
+    """The part files beside an output, of a run with any number of processes."""
+    return sorted(glob.glob(glob.escape(output_path) + ".part-[0-9]*-of-[0-9]*"))
+
+
+def _kept_part_lines(path: str, chunks: list[tuple[int, int]], chunk_size: int) -> int:
+    """The lines of a process's part file an earlier run left that stay: all of its share, or its whole chunks.
+
+    Raises:
+        ValueError: The part holds more lines than the share has texts (it was written for other chunks).
+    """
+    lines, share = len(_complete_lines(path)), sum(stop - start for start, stop in chunks)
+    if lines > share:
+        raise ValueError(
+            f"{path} holds more lines ({lines}) than its share of the texts ({share}): start over with overwrite "
+            "(--overwrite)."
+        )
+    return share if lines == share else lines // chunk_size * chunk_size
+
+
+def _merge(output_path: str, parts: list[str]) -> None:
+    """Append the processes' parts, in order, to the output's kept lines: written beside it and renamed, so a kill
+    leaves either the old output and the parts (a rerun merges again) or the whole output."""
+    with open(output_path + ".tmp", "wb") as merged:
+        for path in [output_path, *parts]:
+            with open(path, "rb") as f:
+                shutil.copyfileobj(f, merged)
+        merged.flush()
+        os.fsync(merged.fileno())
+    os.replace(output_path + ".tmp", output_path)
+    for path in parts:
+        os.remove(path)
+
+
+def _classify_chunks(
+    classifier: "GTAClassifier",
+    inputs: InputTexts,
+    chunks: list[tuple[int, int]],
+    target: str,
+    mode: str,
+    progress: bool,
+    top_k: int | None,
+    **options: Any,
+) -> None:
+    """Classify the chunks in order, appending each one's lines to `target`, flushed and synced."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(inputs.texts), initial=done, desc=f"predict ({mode})", unit="text", disable=not progress)
+    total = sum(stop - start for start, stop in chunks)
+    bar = tqdm(total=total, desc=f"predict ({mode})", unit="text", disable=not progress)
     try:
-        with open(output_path, "ab") as f:
-            for start in range(done, len(inputs.texts), chunk_size):
-                stop = min(start + chunk_size, len(inputs.texts))
-                predictions = classifier.predict(
-                    inputs.texts[start:stop],
-                    mode=mode,
-                    batch_size=batch_size,
-                    guess_batch_size=batch_size,
-                    confidence_threshold=confidence_threshold,
-                    max_new_tokens=max_new_tokens,
-                )
-                lines = _json_lines(predictions, inputs.lines[start:stop], top_k)
-                f.write(lines.encode("utf-8"))
+        with open(target, "ab") as f:
+            for start, stop in chunks:
+                predictions = classifier.predict(inputs.texts[start:stop], mode=mode, **options)
+                f.write(_json_lines(predictions, inputs.lines[start:stop], top_k).encode("utf-8"))
                 f.flush()
                 os.fsync(f.fileno())
-                result.written = stop
                 bar.update(stop - start)
     except KeyboardInterrupt:
-        logger.warning(
-            "Interrupted: %d of %d lines are in %s; rerun the same command to continue.",
-            result.written,
-            len(inputs.texts),
-            output_path,
-        )
+        logger.warning("Interrupted: the finished chunks are in %s; rerun the same command to continue.", target)
         raise
     finally:
         bar.close()
-    return result
 
 
 def _json_lines(predictions: Sequence["GTAPrediction"], lines: Sequence[int], top_k: int | None) -> str:

@@ -1,33 +1,55 @@
-"""Named text-classification datasets, loaded as a `text` column and a `label` `ClassLabel` column.
+"""Text-classification datasets by the names TRL's scripts take, loaded as a `text` column and a `label` `ClassLabel`.
 
-`data/registry.json` is the single list of named datasets: adding a dataset means adding an entry there. An entry is
-either a Hub dataset (loaded with `datasets.load_dataset`) or `"builtin": true`, a folder shipped inside the package
-(`hwu64-scenario`), which works offline. Instead of a name, a local folder can be given: `train.jsonl`/`test.jsonl`
-(optional `dev.jsonl` or `validation.jsonl`; or the same as `.csv`) of `{"text", "label"}` rows, and an optional
-`labels.txt`. Bad rows are reported, never dropped or relabelled, so a slip in the data cannot silently change results.
+A dataset name is one of:
+- a name in `data/registry.json`, the single list of named datasets (adding one means adding an entry there): a Hub
+  dataset with its columns and label order, or `"builtin": true`, a folder shipped inside the package
+  (`hwu64-scenario`), which works offline;
+- a local folder: split files (`train.jsonl`, `dev.csv`, `test.parquet`, ...), or a Hub dataset repository laid out on
+  disk (data files and a `README.md` naming its configs), with an optional `labels.txt` (one label per line);
+- a local `.jsonl`, `.json`, `.csv` or `.parquet` file: one split, `train`;
+- any other Hub dataset id, with its config.
+
+All of them load through `datasets.load_dataset`. The text and label columns are `text` and `label` unless named.
+Labels may be strings, `ClassLabel` ids, or integer ids named by `label_names` (or `labels.txt`). Bad rows are
+reported, never dropped or relabelled, so a slip in the data cannot silently change results.
 """
 
-import csv
-import io
 import json
-from collections.abc import Collection, Iterable
+import os
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from importlib.resources import files
-from importlib.resources.abc import Traversable
-from pathlib import Path
 
 import datasets
 
-SPLIT_FILE_STEMS = {"train": ("train",), "validation": ("validation", "dev"), "test": ("test",)}
-SPLIT_ALIASES = {"dev": "validation"}
+SPLIT_ALIASES = {"dev": "validation", "validation": "dev"}
+DATA_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+"""The `datasets` builder of each data file extension a local file may have."""
 MAX_REPORTED_ROWS = 5
 OFFLINE_ALTERNATIVES = (
-    "Offline alternatives: the built-in 'hwu64-scenario', or a local folder with train.jsonl/test.jsonl "
-    '({"text", "label"} rows) and an optional labels.txt.'
+    "Offline alternatives: the built-in 'hwu64-scenario', or a local folder or file (.jsonl, .csv, .parquet) with a "
+    "text and a label column."
 )
 
 
 class DatasetUnavailableError(RuntimeError):
-    """A registered Hub dataset could not be loaded (usually: no network), so callers can point to offline data."""
+    """A Hub dataset could not be loaded (usually: no network), so callers can point to offline data."""
+
+
+@dataclass
+class _Source:
+    """Where a dataset comes from and how to read it: what `datasets.load_dataset` is given, and the columns."""
+
+    name: str
+    path: str
+    config: str | None = None
+    data_files: str | None = None
+    local: bool = True
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: list[str] | None = None
+    label_source: str = "label_names"
+    split_names: dict[str, str] = field(default_factory=dict)
 
 
 def available_datasets() -> list[str]:
@@ -35,144 +57,224 @@ def available_datasets() -> list[str]:
     return sorted(_registry())
 
 
-def dataset_labels(name_or_path: str) -> list[str]:
-    """The label set in `ClassLabel` order, from the registry or `labels.txt` when possible so no texts are loaded."""
-    entry = _registry().get(name_or_path)
-    if entry is not None and not entry.get("builtin"):
-        return list(entry["labels"])
-    folder = _folder(name_or_path, entry)
-    return _folder_labels(folder, _split_files(folder))
+def needs_hub(name_or_path: str) -> bool:
+    """Whether loading a dataset needs the Hub (a registered Hub dataset or another Hub id), not local files.
+
+    Raises:
+        ValueError: A local path that does not exist.
+    """
+    return not _resolve(name_or_path, None, None, None, None).local
+
+
+def dataset_labels(
+    name_or_path: str,
+    *,
+    config: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    label_names: Sequence[str] | None = None,
+) -> list[str]:
+    """The label set in `ClassLabel` order: the registry's, `label_names`, `labels.txt`, the `ClassLabel`'s, or the
+    sorted labels of all splits."""
+    source = _resolve(name_or_path, config, text_column, label_column, label_names)
+    return source.label_names or _label_set(source, _load(source))
 
 
 def load_classification_dataset(
-    name_or_path: str, split: str = "train", max_samples: int | None = None, seed: int = 0
+    name_or_path: str,
+    split: str = "train",
+    max_samples: int | None = None,
+    seed: int = 0,
+    *,
+    config: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    label_names: Sequence[str] | None = None,
 ) -> datasets.Dataset:
-    """Load one split of a registered dataset or a local folder as columns `text` and `label` (a `ClassLabel`).
+    """Load one split of a dataset (see the module's docstring for the names it takes) as `text` and `label` (a
+    `ClassLabel`).
 
-    The label set is the whole dataset's (registry, `labels.txt`, or the sorted labels of all the folder's splits),
-    never just the labels a split or subsample happens to contain. `dev` and `validation` name the same split.
-    `max_samples` keeps the first N rows after a shuffle seeded with `seed`: a reproducible, class-mixed subsample.
+    Args:
+        name_or_path: A registered name, a local folder or data file, or a Hub dataset id.
+        split: The split; `dev` and `validation` name the same split when the dataset has only one of them.
+        max_samples: Keep the first N rows after a shuffle seeded with `seed`: a reproducible, class-mixed subsample.
+        seed: The subsample's seed.
+        config: The dataset's configuration (`name` of `datasets.load_dataset`).
+        text_column: The column of texts (default: the registry's, else `text`).
+        label_column: The column of labels (default: the registry's, else `label`).
+        label_names: The label set in id order: names integer labels, and fixes the order of string labels
+            (default: the registry's, the folder's `labels.txt`, the `ClassLabel`'s, else the sorted labels of all
+            splits). The label set is the whole dataset's, never just the labels a split or subsample contains.
+
+    Raises:
+        ValueError: No such local file or folder, a missing split or column, integer labels without names, or bad
+            rows (all counted, the first few named).
+        DatasetUnavailableError: A Hub dataset could not be loaded (offline, the Hub cannot be reached).
     """
     if max_samples is not None and max_samples < 0:
         raise ValueError(f"max_samples must be >= 0 or None, got {max_samples}.")
-    split = SPLIT_ALIASES.get(split, split)
-    if split not in SPLIT_FILE_STEMS:
-        raise ValueError(f"Unknown split {split!r}: use train, validation (alias dev) or test.")
-    entry = _registry().get(name_or_path)
-    if entry is not None and not entry.get("builtin"):
-        dataset = _load_hub(name_or_path, entry, split)
-    else:
-        dataset = _load_folder(_folder(name_or_path, entry), split)
+    source = _resolve(name_or_path, config, text_column, label_column, label_names)
+    splits = _load(source)
+    split_name = _split_name(source, splits, split)
+    data = splits[split_name]
+    labels = source.label_names or _label_set(source, splits)
+    feature = data.features[source.label_column]
+    if isinstance(feature, datasets.ClassLabel) and feature.names != labels:
+        raise ValueError(f"{source.label_source} lists {labels} but {source.name}'s ClassLabel is {feature.names}.")
+    values = string_labels(data, source.label_column, labels)
+    records = [{"text": text, "label": label} for text, label in zip(data[source.text_column], values, strict=True)]
+    where = f"{source.name} ({split_name} split)"
+    dataset = _to_dataset(_validated(where, records, labels, source.label_source), labels)
     if max_samples is not None:
         dataset = dataset.shuffle(seed=seed).select(range(min(max_samples, len(dataset))))
     return dataset
+
+
+def string_labels(dataset: datasets.Dataset, label_column: str, labels: Sequence[str] | None) -> list[str | None]:
+    """The labels of a column as strings: `ClassLabel` ids by their names, integer ids by `labels` (an id outside
+    them as `<id N>`, reported later), anything else as its string; None for a missing label."""
+    feature = dataset.features[label_column]
+    values = dataset[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
+    if labels is not None and all(isinstance(v, int) and not isinstance(v, bool) for v in values if v is not None):
+        return [labels[v] if v is not None and 0 <= v < len(labels) else f"<id {v}>" for v in values]
+    return [None if v is None else str(v) for v in values]
 
 
 def _registry() -> dict[str, dict]:
     return json.loads((files("trl_gta") / "data" / "registry.json").read_text(encoding="utf-8"))
 
 
-def _folder(name_or_path: str, entry: dict | None) -> Traversable:
-    """The folder of a built-in entry (package data) or of a local path."""
-    if entry is not None:
-        return files("trl_gta") / "data" / entry["path"]
-    folder = Path(name_or_path)
-    if not folder.is_dir():
-        raise ValueError(
-            f"Unknown dataset {name_or_path!r}: neither a registered name ({', '.join(available_datasets())}) "
-            "nor an existing folder."
+def _resolve(
+    name: str,
+    config: str | None,
+    text_column: str | None,
+    label_column: str | None,
+    label_names: Sequence[str] | None,
+) -> _Source:
+    """What to load for a name: options given here override the registry's."""
+    entry = _registry().get(name)
+    if entry is not None and not entry.get("builtin"):
+        source = _Source(
+            name,
+            entry["hub_id"],
+            entry.get("config"),
+            local=False,
+            text_column=entry["text_column"],
+            label_column=entry["label_column"],
+            label_names=list(entry["labels"]),
+            label_source=f"the registry's labels for {name!r}",
+            split_names=dict(entry["splits"]),
         )
-    return folder
+    elif entry is not None:
+        source = _Source(name, str(files("trl_gta") / "data" / entry["path"]))
+    elif os.path.isdir(name):
+        source = _Source(name, name)
+    elif os.path.isfile(name):
+        builder = DATA_FILE_BUILDERS.get(os.path.splitext(name)[1].lower())
+        if builder is None:
+            raise ValueError(f"{name}: cannot tell the format of this file; use {', '.join(DATA_FILE_BUILDERS)}.")
+        source = _Source(name, builder, data_files=name)
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(tuple(DATA_FILE_BUILDERS)):
+        raise ValueError(f"Unknown dataset {name!r}: no such local file or folder.")
+    else:
+        source = _Source(name, name, local=False)
+    if source.local and label_names is None and os.path.isfile(os.path.join(source.path, "labels.txt")):
+        source.label_names, source.label_source = (
+            _read_labels_txt(os.path.join(source.path, "labels.txt")),
+            "labels.txt",
+        )
+    source.config = config if config is not None else source.config
+    source.text_column = text_column or source.text_column
+    source.label_column = label_column or source.label_column
+    if label_names is not None:
+        if not label_names or len(set(label_names)) != len(label_names):
+            raise ValueError(f"label_names must be distinct labels, got {list(label_names)}.")
+        source.label_names, source.label_source = list(label_names), "label_names"
+    return source
 
 
-def _split_files(folder: Traversable) -> dict[str, Traversable]:
-    """Map each split present in the folder to its file, refusing two files for one split (which would be meant?)."""
-    found: dict[str, Traversable] = {}
-    for file in folder.iterdir():
-        stem, _, extension = file.name.rpartition(".")
-        split = SPLIT_ALIASES.get(stem, stem)
-        if extension in ("jsonl", "csv") and split in SPLIT_FILE_STEMS:
-            if split in found:
-                raise ValueError(f"{folder}: both {found[split].name} and {file.name} hold the {split} split.")
-            found[split] = file
-    return found
+def _read_labels_txt(path: str) -> list[str]:
+    with open(path, encoding="utf-8-sig") as f:
+        labels = [line.strip() for line in f if line.strip()]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if not labels or duplicates:
+        raise ValueError(f"{path}: needs one distinct label per line (empty, or duplicates {duplicates}).")
+    return labels
 
 
-def _folder_labels(folder: Traversable, split_files: dict[str, Traversable]) -> list[str]:
-    """`labels.txt` in file order, else the sorted labels of all splits, so that train and test share one label set."""
-    labels_file = folder / "labels.txt"
-    if labels_file.is_file():
-        labels = [line.strip() for line in labels_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-        duplicates = sorted({label for label in labels if labels.count(label) > 1})
-        if not labels or duplicates:
-            raise ValueError(f"{labels_file}: needs one distinct label per line (empty, or duplicates {duplicates}).")
-        return labels
-    if not split_files:
-        raise ValueError(f"{folder}: no labels.txt and no train/dev/validation/test .jsonl or .csv file.")
-    return sorted({label for file in split_files.values() for _, label in _validated(str(file), _read_records(file))})
+def _deepest_reason(error: BaseException) -> str:
+    """The innermost cause of an error, on one line: `datasets` wraps the parser's own message."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
-def _load_folder(folder: Traversable, split: str) -> datasets.Dataset:
-    split_files = _split_files(folder)
-    if split not in split_files:
-        expected = ", ".join(f"{stem}.jsonl, {stem}.csv" for stem in SPLIT_FILE_STEMS[split])
-        present = ", ".join(sorted(file.name for file in folder.iterdir())) or "none"
-        raise ValueError(f"{folder}: no {split} split file (one of {expected}); files present: {present}.")
-    labels = _folder_labels(folder, split_files)
-    file = split_files[split]
-    return _to_dataset(_validated(str(file), _read_records(file), labels, "labels.txt"), labels)
-
-
-def _load_hub(name: str, entry: dict, split: str) -> datasets.Dataset:
-    if split not in entry["splits"]:
-        raise ValueError(f"Dataset {name!r} has no {split} split (it has: {', '.join(entry['splits'])}).")
+def _load(source: _Source) -> datasets.DatasetDict:
+    """Every split, through `datasets.load_dataset`, the columns checked; a failure becomes one line."""
+    kwargs = {"data_files": source.data_files} if source.data_files else {}
+    bars = datasets.is_progress_bar_enabled()
     try:
-        raw = datasets.load_dataset(entry["hub_id"], entry.get("config"), split=entry["splits"][split])
+        if source.local:  # local files load at once: no progress bars
+            datasets.disable_progress_bars()
+        splits = datasets.load_dataset(source.path, source.config, **kwargs)
     except Exception as err:
-        reason = " ".join(f"{type(err).__name__}: {err}".split())
-        raise DatasetUnavailableError(
-            f"Dataset {name!r} ({entry['hub_id']}) is unavailable: the Hugging Face Hub could not be reached "
-            f"({reason}). {OFFLINE_ALTERNATIVES}"
-        ) from err
-    text_column, label_column, names = entry["text_column"], entry["label_column"], entry["labels"]
-    missing = {text_column, label_column} - set(raw.column_names)
-    if missing:
-        raise ValueError(f"{entry['hub_id']} has no column(s) {sorted(missing)}; it has {raw.column_names}.")
-    feature = raw.features[label_column]
-    if isinstance(feature, datasets.ClassLabel) and feature.names != names:
-        raise ValueError(f"registry.json lists {names} for {name!r} but the Hub's ClassLabel is {feature.names}.")
-    values = [names[v] if isinstance(v, int) and 0 <= v < len(names) else v for v in raw[label_column]]
-    records = [{"text": text, "label": label} for text, label in zip(raw[text_column], values, strict=True)]
-    source = f"{entry['hub_id']} ({entry['splits'][split]} split)"
-    return _to_dataset(_validated(source, records, names, f"the registry's labels for {name!r}"), names)
+        reason = _deepest_reason(err)
+        if source.local:
+            raise ValueError(f"{source.name}: datasets.load_dataset could not read it ({reason}).") from err
+        registered = source.name in _registry()
+        what = (
+            "the Hugging Face Hub could not be reached"
+            if isinstance(err, ConnectionError)
+            else "loading it from the Hugging Face Hub failed"
+        )
+        named = (
+            f"Dataset {source.name!r} ({source.path})"
+            if registered
+            else f"Dataset {source.name!r} (not a registered name: {', '.join(available_datasets())}; no such local "
+            "file or folder)"
+        )
+        raise DatasetUnavailableError(f"{named} is unavailable: {what} ({reason}). {OFFLINE_ALTERNATIVES}") from err
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    for split_name, data in splits.items():
+        for role, column in (("text", source.text_column), ("label", source.label_column)):
+            if column not in data.column_names:
+                raise ValueError(
+                    f"{source.name} ({split_name} split) has no {role} column {column!r} (its columns: "
+                    f"{', '.join(data.column_names)}); name it with {role}_column (--{role}_column)."
+                )
+    return splits
 
 
-def _read_records(file: Traversable) -> list[dict | str]:
-    """The rows of a `.jsonl` or `.csv` file; a string stands for a line that is not a JSON object (reported later)."""
-    text = file.read_text(encoding="utf-8-sig")
-    if file.name.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
-        if not {"text", "label"} <= set(reader.fieldnames or ()):
-            raise ValueError(
-                f"{file}: the CSV header must have the columns text and label, found {reader.fieldnames}."
-            )
-        return list(reader)
-    lines = text.split("\n")  # not splitlines(): JSON strings may hold raw U+2028 and other line separators
-    if lines[-1] == "":
-        lines.pop()
-    records: list[dict | str] = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            records.append(f"malformed JSON on line {number} ({err.msg})")
-            continue
-        records.append(record if isinstance(record, dict) else f"line {number} is not a JSON object")
-    return records
+def _split_name(source: _Source, splits: datasets.DatasetDict, split: str) -> str:
+    for candidate in (split, SPLIT_ALIASES.get(split)):
+        name = source.split_names.get(candidate, candidate)
+        if name in splits:
+            return name
+    raise ValueError(f"Dataset {source.name!r} has no {split} split (it has: {', '.join(splits)}).")
+
+
+def _label_set(source: _Source, splits: datasets.DatasetDict) -> list[str]:
+    """The label set when no names are given: the `ClassLabel`'s, else the sorted string labels of all splits."""
+    features = [data.features[source.label_column] for data in splits.values()]
+    class_labels = [feature for feature in features if isinstance(feature, datasets.ClassLabel)]
+    if class_labels:
+        return list(class_labels[0].names)
+    dtypes = {feature.dtype for feature in features if isinstance(feature, datasets.Value)}
+    if any("int" in dtype for dtype in dtypes):
+        raise ValueError(
+            f"{source.name}: the label column {source.label_column!r} holds integers; name them in id order with "
+            "label_names (--dataset_label_names) or a labels.txt."
+        )
+    labels = {label for data in splits.values() for label in string_labels(data, source.label_column, None)}
+    return sorted(label for label in labels if label)
 
 
 def _validated(
-    source: str, records: Iterable[dict | str], labels: Collection[str] | None = None, label_source: str = ""
+    source: str, records: Iterable[dict], labels: Collection[str], label_source: str
 ) -> list[tuple[str, str]]:
     """The (text, label) rows, or a ValueError naming the bad rows by 0-based index (the first few, and the count)."""
     rows, problems = [], []
@@ -193,11 +295,9 @@ def bad_rows_error(source: str, problems: list[str]) -> ValueError:
     return ValueError(f"{source}: {len(problems)} bad row(s): {'; '.join(problems[:MAX_REPORTED_ROWS])}{more}.")
 
 
-def _row_problem(record: dict | str, labels: Collection[str] | None, label_source: str) -> str | None:
-    """Why a row is unusable, or None. `labels` None means the label set is taken from the data itself."""
-    if isinstance(record, str):
-        return record
-    text, label = record.get("text"), record.get("label")
+def _row_problem(record: dict, labels: Collection[str], label_source: str) -> str | None:
+    """Why a row is unusable, or None."""
+    text, label = record["text"], record["label"]
     if text is None:
         return "missing text"
     if not isinstance(text, str):
@@ -206,9 +306,7 @@ def _row_problem(record: dict | str, labels: Collection[str] | None, label_sourc
         return "empty text"
     if label is None or label == "":
         return "missing label"
-    if labels is None:
-        return None if isinstance(label, str) else f"label {label!r} is not a string"
-    if not isinstance(label, str) or label not in labels:
+    if label not in labels:
         return f"label {label!r} is not in {label_source}"
     return None
 

@@ -124,9 +124,10 @@ class GTATrainer(GRPOTrainer):
         use_default_rewards = reward_funcs is None and kwargs.get("environment_factory") is None
         needs_label = args.sft_weight > 0 or use_default_rewards  # the guess target, the default accuracy reward
         for name, dataset in (("training", train_dataset), *_named_eval_datasets(eval_dataset)):
-            check_columns(dataset, f"The {name} dataset", ("prompt", "label") if needs_label else ("prompt",))
+            if dataset is not None:  # no training dataset at all: GRPOTrainer's own error below
+                check_columns(dataset, f"The {name} dataset", ("prompt", "label") if needs_label else ("prompt",))
         labels = args.labels or (dataset_label_set(train_dataset) if train_dataset is not None else None)
-        if labels is None and args.sft_weight > 0:
+        if labels is None and args.sft_weight > 0 and train_dataset is not None:
             raise ValueError(
                 f"Unknown label set: pass GTAConfig(labels=[...]) or build the dataset with build_gta_dataset "
                 f"(its `{LABEL_SET_COLUMN}` column carries the label set)."

@@ -3,6 +3,8 @@
 ```bash
 trl-gta eval --model outputs/quickstart --dataset hwu64-scenario --mode guess
 trl-gta eval --config eval.yaml --max_samples 200
+trl-gta eval --model out --dataset reviews.csv --split train --text_column review --label_column rating \\
+    --dataset_label_names bad ok good
 ```
 """
 
@@ -19,8 +21,22 @@ class EvalArguments:
     """Arguments of `trl-gta eval`."""
 
     model: str = field(metadata={"help": "Checkpoint folder (or Hub id, when the Hub is reachable)."})
-    dataset: str = field(metadata={"help": "Registered dataset name or local folder."})
-    split: str = field(default="test", metadata={"help": "train, validation (alias dev) or test."})
+    dataset: str = field(
+        metadata={
+            "help": "A registered dataset name, a local folder or .jsonl/.csv/.parquet file, or a Hub dataset id."
+        }
+    )
+    split: str = field(default="test", metadata={"help": "The split (dev and validation name the same one)."})
+    dataset_config: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    text_column: str | None = field(
+        default=None, metadata={"help": "Column of the texts (default: the registered dataset's, else text)."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "Column of the labels (default: the registered dataset's, else label)."}
+    )
+    dataset_label_names: list[str] | None = field(
+        default=None, metadata={"help": "The label set in id order (names integer labels; default as for train)."}
+    )
     mode: str = field(default="answer", metadata={"help": "Classifier mode.", "choices": list(CLASSIFY_MODES)})
     max_samples: int | None = field(default=None, metadata={"help": "Seeded subsample of the split."})
     output_dir: str | None = field(default=None, metadata={"help": "Where results go (default: the model folder)."})
@@ -46,7 +62,16 @@ def main(script_args: EvalArguments) -> None:
 
     args = script_args
     try:
-        test = load_classification_dataset(args.dataset, args.split, args.max_samples, args.seed)
+        test = load_classification_dataset(
+            args.dataset,
+            args.split,
+            args.max_samples,
+            args.seed,
+            config=args.dataset_config,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            label_names=args.dataset_label_names,
+        )
     except (ValueError, RuntimeError) as error:
         raise UserError(str(error)) from error
     dataset_labels = list(test.features["label"].names)

@@ -3,12 +3,15 @@
 ```bash
 trl-gta predict --model outputs/quickstart --input texts.txt --output predictions.jsonl
 trl-gta predict --model outputs/quickstart --input data.csv --text_field body --output out.jsonl --mode adaptive
+accelerate launch --num_processes 8 -m trl_gta.cli predict --model outputs/quickstart --input texts.txt \\
+    --output predictions.jsonl    # 8 GPUs, each labels a share; the same file as one process writes
 ```
 
 A thin layer over `trl_gta.predict_files.predict_file` (see there for the formats and for resuming): an interrupted
 run (Ctrl-C, killed) continues where it stopped when rerun with the same arguments.
 """
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -62,6 +65,14 @@ def main(script_args: PredictArguments) -> None:
     """Run `predict_file` with the arguments, and say what was written and skipped."""
     from ..predict_files import BadRowError, predict_file
 
+    state = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one of the processes `accelerate launch` started
+        import torch
+        from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
+
+        # initialised, so that predict_file shares the texts out; a process without GPUs talks over gloo on CPU
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available())
     args = script_args
     try:
         result = predict_file(
@@ -83,6 +94,8 @@ def main(script_args: PredictArguments) -> None:
     except (OSError, ValueError) as error:
         hint = " (--skip_bad_rows skips and reports such rows)" if isinstance(error, BadRowError) else ""
         raise UserError(str(error).splitlines()[0] + hint) from error
+    if state is not None and not state.is_main_process:
+        return
     resumed = f" (the first {result.resumed_from} kept from an earlier run)" if result.resumed_from else ""
     print(f"{result.written} predictions in {result.output}{resumed}")
     if result.bad_rows:

@@ -19,13 +19,13 @@ from . import UserError, parse_args
 
 def _check(script_args) -> None:
     """What argparse does not check: a recipe's method (its choices apply to flags only), and TRL's dataset
-    options that trl-gta's dataset loading does not take."""
+    option that trl-gta's dataset loading does not take (the label set is the whole dataset's)."""
     from ..methods import METHODS
 
     if script_args.method not in METHODS:
         raise UserError(f"unknown method {script_args.method!r}; expected one of {', '.join(METHODS)}")
-    if script_args.dataset_config or script_args.dataset_streaming:
-        raise UserError("dataset_config and dataset_streaming are not supported: name a registered dataset or folder")
+    if script_args.dataset_streaming:
+        raise UserError("dataset_streaming is not supported: the label set is read from the whole dataset")
 
 
 def _dry_run(script_args, training_args, model_args) -> None:
@@ -36,13 +36,18 @@ def _dry_run(script_args, training_args, model_args) -> None:
     import yaml
 
     from ..memory import memory_report
-    from ..registry import available_datasets
+    from ..methods import dataset_options
+    from ..registry import available_datasets, load_classification_dataset, needs_hub
 
-    if script_args.dataset_name not in available_datasets() and not os.path.isdir(script_args.dataset_name):
-        raise UserError(
-            f"dataset {script_args.dataset_name!r} is neither a registered name ({', '.join(available_datasets())}) "
-            "nor a folder"
-        )
+    warnings = []
+    name = script_args.dataset_name
+    try:
+        if not needs_hub(name):  # read it: a missing column or a bad row shows now
+            load_classification_dataset(name, script_args.dataset_train_split, **dataset_options(script_args))
+        elif name not in available_datasets():
+            warnings.append(f"dataset {name!r} is a Hub id: not checked offline")
+    except ValueError as error:
+        raise UserError(str(error).splitlines()[0]) from error
     accelerate = {}
     if script_args.accelerate_config:
         if not os.path.isfile(script_args.accelerate_config):
@@ -64,7 +69,6 @@ def _dry_run(script_args, training_args, model_args) -> None:
     print("\n".join(lines))
     if refusal:
         raise UserError(refusal)
-    warnings = []
     if getattr(model_args, "load_in_4bit", False) and importlib.util.find_spec("bitsandbytes") is None:
         warnings.append("load_in_4bit needs bitsandbytes (pip install 'trl-gta[qlora]'); not installed here")
     if not os.path.isdir(model_args.model_name_or_path or ""):
@@ -105,7 +109,7 @@ def main(script_args, training_args, model_args) -> None:
         model_args: `trl.ModelConfig`.
     """
     from ..evaluation import evaluate_classifier, write_results
-    from ..methods import build_trainer, fair_start_options, prompt_template
+    from ..methods import build_trainer, dataset_options, fair_start_options, prompt_template
     from ..registry import DatasetUnavailableError, load_classification_dataset
 
     _check(script_args)
@@ -115,6 +119,7 @@ def main(script_args, training_args, model_args) -> None:
             script_args.dataset_train_split,
             script_args.max_train_samples,
             training_args.seed,
+            **dataset_options(script_args),
         )
         model, tokenizer, peft_config = _load_model(model_args, training_args)
         template = prompt_template(script_args, getattr(training_args, "chat_template_kwargs", None))
@@ -139,7 +144,11 @@ def main(script_args, training_args, model_args) -> None:
         from ..classifier import GTAClassifier
 
         test = load_classification_dataset(
-            script_args.dataset_name, script_args.dataset_test_split, script_args.max_eval_samples, training_args.seed
+            script_args.dataset_name,
+            script_args.dataset_test_split,
+            script_args.max_eval_samples,
+            training_args.seed,
+            **dataset_options(script_args),
         )
         model = trainer.accelerator.unwrap_model(trainer.model)
         classifier = GTAClassifier(
