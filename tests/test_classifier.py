@@ -308,9 +308,15 @@ def test_from_pretrained_checkpoint_plain_and_adapter(tmp_path, tokenizer):
     model = tiny_model(tokenizer)
     model.save_pretrained(tmp_path / "plain")
     tokenizer.save_pretrained(tmp_path / "plain")
+    with pytest.raises(
+        ValueError, match=r"no gta_config.json, so its reply format is unknown: write its .*for_format"
+    ):
+        GTAClassifier.from_pretrained(str(tmp_path / "plain"), labels=LABELS)
     with pytest.raises(ValueError, match="label set"):
-        GTAClassifier.from_pretrained(str(tmp_path / "plain"))
-    assert GTAClassifier.from_pretrained(str(tmp_path / "plain"), labels=LABELS).labels == LABELS
+        GTAClassifier.from_pretrained(str(tmp_path / "plain"), template=GTAPromptTemplate())
+    answer_only = GTAPromptTemplate.for_format("answer")
+    loaded = GTAClassifier.from_pretrained(str(tmp_path / "plain"), labels=LABELS, template=answer_only)
+    assert loaded.labels == LABELS and loaded.template == answer_only
 
     template = GTAPromptTemplate(response_prefix="<guess>")
     (tmp_path / "plain" / "gta_config.json").write_text(
@@ -325,8 +331,9 @@ def test_from_pretrained_checkpoint_plain_and_adapter(tmp_path, tokenizer):
     adapter.peft_config["default"].base_model_name_or_path = str(tmp_path / "plain")
     adapter.save_pretrained(tmp_path / "adapter")
     tokenizer.save_pretrained(tmp_path / "adapter")
-    merged = GTAClassifier.from_pretrained(str(tmp_path / "adapter"), labels=LABELS)
-    unmerged = GTAClassifier.from_pretrained(str(tmp_path / "adapter"), labels=LABELS, merge_adapter=False)
+    (tmp_path / "adapter" / "gta_config.json").write_text(json.dumps({"labels": LABELS}))
+    merged = GTAClassifier.from_pretrained(str(tmp_path / "adapter"))
+    unmerged = GTAClassifier.from_pretrained(str(tmp_path / "adapter"), merge_adapter=False)
     assert not hasattr(merged.model, "peft_config") and hasattr(unmerged.model, "peft_config")
     base = GTAClassifier(AutoModelForCausalLM.from_pretrained(tmp_path / "plain"), tokenizer, LABELS)
     merged_probs, unmerged_probs, base_probs = (

@@ -35,7 +35,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 if TYPE_CHECKING:
     from peft import PeftModel
 
-from .checkpoint import GTA_CONFIG_FILE, GTACheckpointMetadata
+from .checkpoint import GTA_CONFIG_FILE, HOW_TO_DESCRIBE, GTACheckpointMetadata
 from .prompts import GTAPromptTemplate, ensure_pad_token, fitted_prompts, tokenize_prompt
 from .reply_format import (
     ANSWER_DECODINGS,
@@ -169,18 +169,20 @@ class GTAClassifier:
         labels: Sequence[str] | None = None,
         max_prompt_tokens: int | None = None,
         merge_adapter: bool = True,
+        template: GTAPromptTemplate | None = None,
         **model_kwargs: Any,
     ) -> "GTAClassifier":
         """Load a classifier from a folder (or a Hub id, where the Hub is reachable).
 
         Args:
-            path_or_hub_id: A GTA checkpoint (label set, template and reply budget from its `gta_config.json`), a
-                plain model folder (`labels` required; default template) or a LoRA adapter folder (loaded on its
-                base model).
+            path_or_hub_id: A checkpoint of `trl-gta train`, any method (label set, template and reply budget from
+                its `gta_config.json`), or a model or LoRA adapter folder without one (`labels` and `template`
+                required: its format is not guessed). An adapter is loaded on its base model.
             labels: The label set; overrides the checkpoint's.
             max_prompt_tokens: Cut texts so every prompt fits.
             merge_adapter: Merge an adapter into the weights, so inference runs no adapter layers. A quantized base
                 keeps its adapter, since merging into quantized weights would round the adapter away.
+            template: The prompt template the model was trained with; overrides the checkpoint's.
             **model_kwargs: Passed to `from_pretrained` of the model (e.g. `dtype`, `device_map`).
 
         Returns:
@@ -188,7 +190,8 @@ class GTAClassifier:
 
         Raises:
             OSError: The folder or model cannot be loaded (offline, a Hub id fails with this).
-            ValueError: No label set is known, or the checkpoint's `gta_config.json` is invalid.
+            ValueError: No `gta_config.json` and no `template` (the format is unknown), no label set is known, or
+                the checkpoint's `gta_config.json` is invalid.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -196,6 +199,10 @@ class GTAClassifier:
         if not is_dir and (path_or_hub_id.startswith((".", "/", "~")) or path_or_hub_id.count("/") > 1):
             raise OSError(f"Could not load a model: folder {path_or_hub_id!r} not found.")
         metadata = GTACheckpointMetadata.load(path_or_hub_id) if is_dir else None
+        if metadata is None and template is None:
+            raise ValueError(
+                f"{path_or_hub_id} has no {GTA_CONFIG_FILE}, so its reply format is unknown: {HOW_TO_DESCRIBE}."
+            )
         labels = list(labels) if labels is not None else (metadata.labels if metadata else None)
         if not labels:
             raise ValueError(f"{path_or_hub_id} carries no label set ({GTA_CONFIG_FILE}); pass labels=[...].")
@@ -217,7 +224,7 @@ class GTAClassifier:
             model,
             tokenizer,
             labels,
-            metadata.prompt_template if metadata else None,
+            template or metadata.prompt_template,
             max_prompt_tokens,
             metadata.max_completion_length if metadata else None,
         )
