@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 import torch
@@ -493,7 +494,7 @@ def test_labels_decoding_gives_every_text_a_label(tokenizer, arch):
         assert list(prediction.answer_probs.values()) == pytest.approx(probs, abs=1e-5)
 
 
-def test_baseline_formats_score_their_answer_slot(tokenizer):
+def test_baseline_formats_score_their_answer_slot(tokenizer, caplog):
     """Without a guess block, guess mode scores the answer slot (after an empty think for think-answer); when the
     prompt opens the answer, labels decoding decodes nothing and scores the same slot."""
     model = tiny_model(tokenizer).eval()
@@ -501,8 +502,16 @@ def test_baseline_formats_score_their_answer_slot(tokenizer):
         classifier = GTAClassifier(model, tokenizer, PREFIX_LABELS, GTAPromptTemplate(tags=tags))
         prompt = classifier._prompt_ids([TEXTS[0]])[0][0]
         expected = naive_slot_probs(model, prompt, answer_targets(tokenizer, slot, PREFIX_LABELS))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="trl_gta.classifier"):  # adaptive mode says what it does
+            adaptive = classifier.predict(TEXTS[:1], mode="adaptive", confidence_threshold=0.0)[0]
         guess = classifier.predict(TEXTS[:1], mode="guess")[0]
         assert list(guess.guess_probs.values()) == pytest.approx(expected, abs=1e-5)
+        assert adaptive.guess_probs == pytest.approx(guess.guess_probs)
+        assert (
+            f"has no guess: adaptive mode reads the answer slot right after the prompt ({slot}{{label}}" in caplog.text
+        )
+        assert "keeps it when confident and decodes the reply otherwise" in caplog.text
     opened = GTAClassifier(
         model, tokenizer, PREFIX_LABELS, GTAPromptTemplate(tags=("answer",), response_prefix="<answer>")
     )
