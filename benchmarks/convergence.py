@@ -248,7 +248,7 @@ class EvalCallback(TrainerCallback):
 
     def record(self, step: int) -> None:
         metrics = evaluate_in_training(
-            self.factory(), self.texts, self.gold, "answer", batch_size=16, max_new_tokens=64
+            self.factory(), self.texts, self.gold, "answer", answer_decoding="free", batch_size=16, max_new_tokens=64
         )
         examples = step * self.examples_per_step
         baseline = self.baseline(examples) if self.baseline is not None else math.nan

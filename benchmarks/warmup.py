@@ -110,7 +110,14 @@ def run_variant(args, model_path: str, prompt_format: str, variant: str, train, 
     gold = test.features["label"].int2str(test["label"])
     classifier = GTAClassifier(model, tokenizer, labels, template)
     metrics, predictions = evaluate_classifier(
-        classifier, test["text"], gold, "answer", seed=args.seed, batch_size=16, max_new_tokens=64
+        classifier,
+        test["text"],
+        gold,
+        "answer",
+        seed=args.seed,
+        answer_decoding="free",
+        batch_size=16,
+        max_new_tokens=64,
     )
     answers = Counter(p.label for p in predictions if p.label is not None)
     groups = sampled_groups(classifier, test["text"], gold, args.group_size, args.seed)

@@ -69,15 +69,26 @@ def data_folder(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["answer", "guess", "adaptive"])
-def test_eval_writes_results_and_confusion_matrix(tmp_path, gta_checkpoint, data_folder, mode):
+def test_eval_writes_results_and_confusion_matrix(tmp_path, gta_checkpoint, data_folder, mode, capsys):
     out = tmp_path / "eval"
     args = ["eval", "--model", str(gta_checkpoint), "--dataset", str(data_folder), "--mode", mode]
     assert main([*args, "--max_new_tokens", "4", "--output_dir", str(out)]) == 0
     results = json.loads((out / "eval_results.json").read_text())
-    for key in ("accuracy", "weighted_f1", "macro_f1", "per_class", "guess_to_answer", "examples_per_second", "seed"):
-        assert key in results
-    assert results["num_examples"] == 6 and results["mode"] == mode and "trl" in results["versions"]
-    assert (out / "confusion_matrix.png").stat().st_size > 0
+    assert results["mode"] == mode and "trl" in results["versions"]
+    decodings = [None] if mode == "guess" else ["free", "labels"]  # free first: the paper's reading
+    names = [mode if decoding is None else f"{mode} ({decoding})" for decoding in decodings]
+    assert list(results["runs"]) == names
+    for name, decoding in zip(names, decodings, strict=True):
+        metrics = results["runs"][name]
+        for key in ("accuracy", "weighted_f1", "macro_f1", "per_class", "guess_to_answer", "examples_per_second"):
+            assert key in metrics
+        assert metrics["num_examples"] == 6 and metrics["mode"] == mode and metrics["answer_decoding"] == decoding
+        png = "confusion_matrix.png" if decoding is None else f"confusion_matrix_{decoding}.png"
+        assert (out / png).stat().st_size > 0
+    if mode != "guess":
+        assert results["runs"][names[1]]["no_label_rate"] == 0  # labels decoding: a label for every text
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.split() == [part for name in names for part in name.split()]  # a column each
 
 
 def test_eval_on_a_csv_file_with_other_columns_and_integer_labels(tmp_path, gta_checkpoint):
@@ -97,6 +108,25 @@ def test_eval_errors_are_one_line(tmp_path, gta_checkpoint, data_folder, capsys)
     assert len(err) == 2 and all(line.startswith("trl-gta eval: error:") for line in err)
 
 
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_a_folder_without_metadata_is_refused_saying_how_to_give_its_format(
+    tmp_path, gta_checkpoint, data_folder, capsys, command
+):
+    (gta_checkpoint / "gta_config.json").unlink()
+    source = tmp_path / "texts.txt"
+    source.write_text("wake me up\n")
+    args = (
+        ["--dataset", str(data_folder)]
+        if command == "eval"
+        else ["--input", str(source), "--output", str(tmp_path / "o.jsonl")]
+    )
+    assert main([command, "--model", str(gta_checkpoint), *args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no gta_config.json, so its reply format is unknown" in err[0]
+    assert 'GTAPromptTemplate.for_format("gta", "think_answer" or "answer")' in err[0]
+    assert not (tmp_path / "o.jsonl").exists() and not (gta_checkpoint / "eval_results.json").exists()
+
+
 def test_export_merges_adapter(tmp_path, tokenizer, gta_checkpoint):
     from peft import LoraConfig, get_peft_model
 
@@ -112,24 +142,34 @@ def test_export_merges_adapter(tmp_path, tokenizer, gta_checkpoint):
 
 
 @pytest.mark.parametrize("method", ["gta", "grpo", "sft"])
-def test_train_runs_each_method_in_the_same_harness(tmp_path, model_dir, data_folder, method):
+def test_train_runs_each_method_in_the_same_harness(tmp_path, model_dir, data_folder, method, tokenizer):
     out = tmp_path / method
     args = ["train", "--method", method, "--model_name_or_path", model_dir, "--dataset_name", str(data_folder)]
     args += ["--output_dir", str(out), "--max_steps", "1", "--report_to", "none", "--use_cpu", "true"]
     args += ["--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--save_strategy", "no"]
+    args += ["--max_eval_samples", "4"]
     if method != "sft":
-        args += ["--num_generations", "2", "--max_completion_length", "6", "--max_eval_samples", "4"]
-        args += ["--gradient_checkpointing", "false"]
+        args += ["--num_generations", "2", "--max_completion_length", "6", "--gradient_checkpointing", "false"]
     assert main(args) == 0
     assert (out / "model.safetensors").exists()
-    if method != "sft":
-        saved = json.loads((out / "gta_config.json").read_text())
+    # every method's checkpoint says how it was trained: the classifier asks its question and reads its format
+    saved = json.loads((out / "gta_config.json").read_text())
+    tags = {"gta": ["guess", "think", "answer"], "grpo": ["think", "answer"], "sft": ["answer"]}[method]
+    assert saved["settings"]["method"] == method and saved["prompt_template"]["tags"] == tags
+    assert saved["labels"] == LABELS
+    if method == "sft":  # the reply budget fits the longest answer and its end of sequence
+        assert saved["max_completion_length"] == 1 + max(
+            len(tokenizer(f"<answer>{label}</answer>", add_special_tokens=False)["input_ids"]) for label in LABELS
+        )
+    else:
         assert saved["settings"]["sft_weight"] == (1.0 if method == "gta" else 0.0)
         assert saved["max_completion_length"] == 6
-        assert saved["prompt_template"]["tags"] == (
-            ["guess", "think", "answer"] if method == "gta" else ["think", "answer"]
-        )
-        assert "after" in json.loads((out / "eval_results.json").read_text())
+    classifier = GTAClassifier.from_pretrained(str(out))
+    assert list(classifier.template.tags) == tags and classifier.max_new_tokens == saved["max_completion_length"]
+    after = json.loads((out / "eval_results.json").read_text())["after"]  # evaluated after training, every method
+    assert [after[d]["answer_decoding"] for d in ("free", "labels")] == ["free", "labels"]
+    assert after["labels"]["no_label_rate"] == 0
+    assert "| test / answer (labels) | labels | accuracy |" in (out / "README.md").read_text()
 
 
 def test_help_lists_every_command_without_importing_torch_or_trl():
@@ -218,6 +258,12 @@ def test_predict_writes_one_line_per_text(tmp_path, gta_checkpoint, input_format
     assert main([*args, "--mode", "answer", "--max_new_tokens", "3", "--overwrite"]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 3 and all(r["guess_probs"] is None and 1 <= r["generated_tokens"] <= 3 for r in records)
+    # labels decoding by default: every text gets a label of the set, with the answer's probabilities
+    assert all(
+        r["label"] in LABELS and r["label"] == max(r["answer_probs"], key=r["answer_probs"].get) for r in records
+    )
+    assert main([*args, "--mode", "answer", "--max_new_tokens", "3", "--answer_decoding", "free", "--overwrite"]) == 0
+    assert all(json.loads(line)["answer_probs"] is None for line in out.read_text().splitlines())
 
 
 def test_predict_stops_at_a_bad_row_or_skips_and_reports_it(tmp_path, gta_checkpoint, capsys):

@@ -1,8 +1,10 @@
-"""A GTA checkpoint's metadata (`gta_config.json`), read and written in one place.
+"""A checkpoint's metadata (`gta_config.json`), read and written in one place.
 
 A trained model needs more than its weights to be asked the question it was trained on: the label set, the prompt
-template (instructions, tags, response prefix, chat-template arguments) and the generation budget. The trainer writes
-this file next to the weights; the classifier, `trl-gta eval`/`predict` and `export` read it.
+template (instructions, the reply format's tags, response prefix, chat-template arguments) and the reply budget.
+Every trainer of `trl-gta train` (GTA, and the GRPO and SFT baselines) writes this file next to the weights of every
+checkpoint it saves (`SavesCheckpointMetadata`); the classifier, `trl-gta eval`/`predict` and `export` read it, and
+refuse a folder without it rather than guess its format.
 """
 
 import json
@@ -15,6 +17,11 @@ from .prompts import GTAPromptTemplate
 from .reply_format import check_label_set
 
 GTA_CONFIG_FILE = "gta_config.json"
+HOW_TO_DESCRIBE = (
+    f"write its {GTA_CONFIG_FILE}, saying the format it was trained to reply in: GTACheckpointMetadata(labels=[...], "
+    'prompt_template=GTAPromptTemplate.for_format("gta", "think_answer" or "answer")).save(folder)'
+)
+"""How to give a model folder without metadata the format it replies in (said by every door that refuses one)."""
 
 
 def library_versions() -> dict[str, str]:
@@ -95,3 +102,50 @@ class GTACheckpointMetadata:
                 return cls.from_dict(json.load(f))
         except (json.JSONDecodeError, ValueError, TypeError) as error:
             raise ValueError(f"{path} is not a valid GTA checkpoint description: {error}") from error
+
+
+class SavesCheckpointMetadata:
+    """A trainer mixin: every checkpoint the trainer saves (`checkpoint-N` folders and the final one) carries the
+    metadata of `checkpoint_metadata()` and trl-gta's model card, whatever the method.
+
+    The trainer provides `checkpoint_metadata()`, and may set `eval_results` (run name -> metrics) and
+    `dataset_names` for the card.
+    """
+
+    eval_results: dict[str, dict]
+    dataset_names: list[str]
+
+    def _model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
+        from .model_card import GTA_CITATION, gta_model_card
+
+        base = self.model.config._name_or_path if hasattr(self.model, "config") else None
+        if hasattr(self.model, "peft_config"):
+            base = next(iter(self.model.peft_config.values())).base_model_name_or_path
+        name = model_name or os.path.basename(os.path.normpath(self.args.output_dir))
+        names = getattr(self, "dataset_names", [])
+        datasets = list(dict.fromkeys([*names, *([dataset_name] if dataset_name else [])]))
+        extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
+        return gta_model_card(
+            model_name=name,
+            metadata=self.checkpoint_metadata(),
+            base_model=base if base and not os.path.isdir(base) else None,
+            hub_model_id=self.args.hub_model_id or name,
+            datasets=datasets,
+            eval_results=getattr(self, "eval_results", {}),
+            citation=GTA_CITATION,
+            tags=extra_tags,
+        )
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
+        """trl-gta's own card (TRL's template lookup only searches TRL's package), with the dataset and tags that
+        `push_to_hub` passes."""
+        if self.is_world_process_zero():
+            self._model_card(model_name, dataset_name, tags).save(os.path.join(self.args.output_dir, "README.md"))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Save the weights, then the checkpoint metadata and model card the classifier needs."""
+        super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            self.checkpoint_metadata().save(output_dir)
+            self._model_card().save(os.path.join(output_dir, "README.md"))

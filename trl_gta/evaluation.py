@@ -75,6 +75,7 @@ def evaluate_classifier(
     gold: Sequence[str],
     mode: str = "answer",
     seed: int = 0,
+    answer_decoding: str = "labels",
     **predict_kwargs: Any,
 ) -> tuple[dict, list[GTAPrediction]]:
     """Classify `texts` and measure the predictions with scikit-learn.
@@ -85,11 +86,13 @@ def evaluate_classifier(
         gold: Their gold labels.
         mode: `"answer"`, `"guess"` or `"adaptive"` (see `GTAClassifier.predict`).
         seed: Seeds torch first, so sampled generation is reproducible.
+        answer_decoding: `"labels"` or `"free"` (see `GTAClassifier.predict`); recorded in the metrics as
+            `answer_decoding` (None in guess mode, which decodes nothing).
         **predict_kwargs: Passed to `GTAClassifier.predict`.
 
     Returns:
         The metrics (accuracy, weighted and macro F1 (the paper reports weighted F1), per-class scores, format rate,
-        guess accuracy, generated tokens, throughput, ...) and the predictions.
+        guess accuracy, generated tokens, throughput, the answer decoding, ...) and the predictions.
 
     Example:
         ```python
@@ -101,10 +104,16 @@ def evaluate_classifier(
 
     torch.manual_seed(seed)
     start = time.perf_counter()
-    predictions = classifier.predict(texts, mode=mode, **predict_kwargs)
+    predictions = classifier.predict(texts, mode=mode, answer_decoding=answer_decoding, **predict_kwargs)
     elapsed = time.perf_counter() - start
     metrics = prediction_metrics(predictions, gold, classifier.labels, classifier.template.tags)
-    metrics.update(mode=mode, seed=seed, seconds=elapsed, examples_per_second=len(texts) / max(elapsed, 1e-9))
+    metrics.update(
+        mode=mode,
+        answer_decoding=None if mode == "guess" else answer_decoding,
+        seed=seed,
+        seconds=elapsed,
+        examples_per_second=len(texts) / max(elapsed, 1e-9),
+    )
     return metrics, predictions
 
 
@@ -141,18 +150,32 @@ def write_results(results: dict, output_dir: str, name: str = "eval_results.json
     return path
 
 
-def format_table(
-    rows: dict[str, dict],
-    keys: Sequence[str] = (
-        "accuracy",
-        "weighted_f1",
-        "macro_f1",
-        "format_rate",
-        "guess_accuracy",
-        "mean_generated_tokens",
-        "examples_per_second",
-    ),
-) -> str:
+TABLE_KEYS = (
+    "accuracy",
+    "weighted_f1",
+    "macro_f1",
+    "format_rate",
+    "guess_accuracy",
+    "mean_generated_tokens",
+    "examples_per_second",
+)
+"""The metrics a printed table shows."""
+
+
+def format_columns(columns: dict[str, dict], keys: Sequence[str] = (*TABLE_KEYS[:4], "invalid_label_rate")) -> str:
+    """A plain-text table, one column per named metrics dict, one row per metric."""
+    width = max(len(key) for key in keys) + 2
+    cells = max(len(name) for name in columns) + 2
+    lines = [" " * width + "".join(f"{name:>{cells}}" for name in columns)]
+    for key in keys:
+        values = [metrics.get(key) for metrics in columns.values()]
+        lines.append(
+            f"{key:<{width}}" + "".join(f"{'-':>{cells}}" if v is None else f"{v:>{cells}.3f}" for v in values)
+        )
+    return "\n".join(lines)
+
+
+def format_table(rows: dict[str, dict], keys: Sequence[str] = TABLE_KEYS) -> str:
     """A plain-text table, one row per named metrics dict."""
     width = max(len(name) for name in rows) + 2
     header = "".join(f"{k:>22}" for k in keys)

@@ -10,10 +10,12 @@ from typing import Any
 
 import trl
 
+from .checkpoint import GTACheckpointMetadata, SavesCheckpointMetadata, library_versions
 from .collator import GTACollator
 from .config import GTAConfig
 from .dataset import build_gta_dataset, dataset_label_set
 from .prompts import GTAPromptTemplate
+from .reply_format import ANSWER_TARGET
 from .rewards import answer_accuracy_reward, format_reward_for, make_partial_format_reward, make_valid_label_reward
 from .warmup import WARMUP_LABELS, format_warmup
 
@@ -107,6 +109,32 @@ class ScriptArguments(trl.ScriptArguments):
     )
 
 
+class AnswerSFTTrainer(SavesCheckpointMetadata, trl.SFTTrainer):
+    """TRL's `SFTTrainer` for the SFT baseline, whose checkpoints carry what the classifier needs to ask the question
+    it was trained with (label set, the answer-only prompt template, a reply budget) like GTA's do."""
+
+    def __init__(self, *args: Any, labels: list[str], prompt_template: GTAPromptTemplate, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.labels, self.prompt_template = list(labels), prompt_template
+        self.eval_results: dict[str, dict] = {}
+        self.dataset_names: list[str] = []
+
+    def checkpoint_metadata(self) -> GTACheckpointMetadata:
+        """The label set, the template, and a reply budget that fits the longest answer and its end of sequence."""
+        tokenizer = self.processing_class
+        longest = max(
+            len(tokenizer(ANSWER_TARGET.format(label=label), add_special_tokens=False)["input_ids"])
+            for label in self.labels
+        )
+        return GTACheckpointMetadata(
+            labels=self.labels,
+            prompt_template=self.prompt_template,
+            max_completion_length=longest + 1,
+            settings={"method": "sft"},
+            versions=library_versions(),
+        )
+
+
 def fair_start_options(script_args: ScriptArguments) -> dict[str, Any]:
     """The fair-start keyword arguments of `build_trainer` that `trl-gta train` takes from its script arguments."""
     return {
@@ -182,22 +210,25 @@ def build_trainer(
         train_dataset, template=template, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens
     )
     if method == "sft":
-        from trl import SFTTrainer
-
         if template.tags != ("answer",):
             raise ValueError("The SFT baseline trains the direct answer: use prompt_format 'answer'.")
+        labels = dataset_label_set(rows)
+        if labels is None:
+            raise ValueError("The SFT baseline needs the label set: give the dataset a ClassLabel `label` column.")
         args.remove_unused_columns = False  # the collator needs `prompt` and `label`
         args.dataset_kwargs = {"skip_prepare_dataset": True}
         collator = GTACollator(
-            tokenizer, "<answer>{label}</answer>", append_eos=True, chat_template_kwargs=template.chat_template_kwargs
+            tokenizer, ANSWER_TARGET, append_eos=True, chat_template_kwargs=template.chat_template_kwargs
         )
-        return SFTTrainer(
+        return AnswerSFTTrainer(
             model=model,
             args=args,
             train_dataset=rows,
             processing_class=tokenizer,
             data_collator=collator,
             peft_config=peft_config,
+            labels=labels,
+            prompt_template=template,
         )
     from .trainer import GTATrainer
 

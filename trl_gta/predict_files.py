@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .reply_format import CLASSIFY_MODES
+from .reply_format import ANSWER_DECODINGS, CLASSIFY_MODES
 
 if TYPE_CHECKING:
     from .classifier import GTAClassifier, GTAPrediction
@@ -191,18 +191,22 @@ def read_texts(
     return result
 
 
+def _top(probs: dict[str, float] | None, top_k: int | None) -> dict[str, float] | None:
+    """The `top_k` most probable labels (all for None), sorted, rounded to 6 decimals."""
+    if probs is None:
+        return None
+    return {label: round(p, 6) for label, p in sorted(probs.items(), key=lambda item: -item[1])[:top_k]}
+
+
 def prediction_record(prediction: "GTAPrediction", line: int, top_k: int | None = 5) -> dict[str, Any]:
-    """One output line: the input line number and the prediction's fields, the guess probabilities cut to the `top_k`
-    most probable labels (all for None), sorted, rounded to 6 decimals; None where the mode gives none."""
-    probs = None
-    if prediction.guess_probs is not None:
-        ranked = sorted(prediction.guess_probs.items(), key=lambda item: -item[1])[:top_k]
-        probs = {label: round(p, 6) for label, p in ranked}
+    """One output line: the input line number and the prediction's fields, the guess and answer probabilities cut to
+    the `top_k` most probable labels (all for None), sorted, rounded to 6 decimals; None where the mode gives none."""
     return {
         "line": line,
         "label": prediction.label,
         "guess": prediction.guess,
-        "guess_probs": probs,
+        "guess_probs": _top(prediction.guess_probs, top_k),
+        "answer_probs": _top(prediction.answer_probs, top_k),
         "think": prediction.think,
         "answer": prediction.answer,
         "generated_tokens": prediction.generated_tokens,
@@ -308,6 +312,7 @@ def predict_file(
     max_prompt_tokens: int | None = 512,
     overwrite: bool = False,
     progress: bool = True,
+    answer_decoding: str = "labels",
 ) -> PredictFileResult:
     """Classify every text of `input_path` and write one JSON line per text to `output_path`, resumably.
 
@@ -328,6 +333,7 @@ def predict_file(
         max_prompt_tokens: Cut texts so every prompt fits, when `model` is a folder (a classifier keeps its own).
         overwrite: Start over even when the output holds lines from another run.
         progress: Show a progress bar (the first process's, with several).
+        answer_decoding: `"labels"` (every text gets a label of the set) or `"free"` (see `GTAClassifier.predict`).
 
     With several processes (an initialised accelerate state), each one calls `predict_file` with the same arguments
     and labels its share; every call returns once the whole output is written.
@@ -342,6 +348,8 @@ def predict_file(
     """
     if mode not in CLASSIFY_MODES:
         raise ValueError(f"mode must be one of {CLASSIFY_MODES}, got {mode!r}.")
+    if answer_decoding not in ANSWER_DECODINGS:
+        raise ValueError(f"answer_decoding must be one of {ANSWER_DECODINGS}, got {answer_decoding!r}.")
     if batch_size < 1 or chunk_size < 1 or (top_k is not None and top_k < 1):
         raise ValueError("batch_size, chunk_size and top_k must be at least 1.")
     if os.path.abspath(input_path) == os.path.abspath(output_path):
@@ -357,6 +365,7 @@ def predict_file(
         "skip_bad_rows": skip_bad_rows,
         "model": _model_identity(model),
         "mode": mode,
+        "answer_decoding": None if mode == "guess" else answer_decoding,
         "top_k": top_k,
         "batch_size": batch_size,
         "chunk_size": chunk_size,
@@ -419,6 +428,7 @@ def predict_file(
         guess_batch_size=batch_size,
         confidence_threshold=confidence_threshold,
         max_new_tokens=max_new_tokens,
+        answer_decoding=answer_decoding,
     )
     _classify_chunks(classifier, inputs, chunks, target, mode, progress and rank == 0, top_k, **options)
     if world > 1:

@@ -16,9 +16,14 @@ THINK_ANSWER_TAGS: tuple[str, ...] = ("think", "answer")
 ANSWER_TAGS: tuple[str, ...] = ("answer",)
 GUESS_TARGET = "<guess>{label}</guess>"
 """The teacher-forced target of the supervised guess loss, and what the classifier's guess mode scores."""
+ANSWER_TARGET = "<answer>{label}</answer>"
+"""The answer slot filled with a label: the SFT baseline's whole target, and what labels decoding scores."""
 CLASSIFY_MODES: tuple[str, ...] = ("answer", "guess", "adaptive")
 """Which part of a reply gives the label: the generated answer, the guess read without sampling, or the guess when
 confident and the answer otherwise."""
+ANSWER_DECODINGS: tuple[str, ...] = ("labels", "free")
+"""How answer mode reads the answer once the reply opens it: every label of the set scored exactly as its
+continuation (the most probable is the answer), or the answer decoded freely (a text outside the set is no label)."""
 
 _STRIP_CHARS = string.whitespace + string.punctuation
 
@@ -37,6 +42,21 @@ def guess_follower(tags: Sequence[str]) -> str:
     The guess target is tokenized in this context, because BPE merges across the block's edge (`></guess><`)."""
     tags = tuple(tags)
     return f"<{tags[tags.index('guess') + 1]}>" if "guess" in tags[:-1] else ""
+
+
+def first_label_slot(tags: Sequence[str]) -> tuple[str, str]:
+    """The reply text (with `{label}`) that guess mode scores, and the closing tag that ends its label.
+
+    A format with a guess block has it first: `<guess>{label}</guess>`. A format without one (the baselines:
+    `answer`, `think_answer`) has the answer slot as its only label slot, reached with every block before it written
+    empty: `<think></think><answer>{label}</answer>`, the no-think reply (as Qwen3's `enable_thinking=False`)."""
+    tags = tuple(tags)
+    if "guess" in tags:
+        return GUESS_TARGET, "</guess>"
+    if "answer" not in tags:
+        raise ValueError(f"The reply format {tags} has no guess or answer block to read a label from.")
+    before = tags[: tags.index("answer")]
+    return "".join(f"<{tag}></{tag}>" for tag in before) + ANSWER_TARGET, "</answer>"
 
 
 def target_continuation(target: str, response_prefix: str = "") -> str:

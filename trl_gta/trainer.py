@@ -12,7 +12,8 @@ Six hooks, each small:
   (`conflict_signal="policy_gradient"`) is computed by TRL's own loss without a second forward;
 - `_clip_grad_norm` / `_get_grad_norm`: with `conflict_scope="step"`, apply the rule once per optimizer step to the
   accumulated, process-averaged gradients, before clipping;
-- `save_model` / `_load_optimizer_and_scheduler`: save and check on resume what GTA adds (labels, prompt template).
+- `checkpoint_metadata` / `_load_optimizer_and_scheduler`: what every checkpoint carries (labels, prompt template,
+  reply budget; saved by `SavesCheckpointMetadata`), checked on resume.
 
 Step scope (default): the RL loss goes through the trainer's own `backward()` (loss scaling, DDP all-reduce and
 accumulation into `p.grad` unchanged), the SFT gradient accumulates over the window in one extra buffer (and the
@@ -23,8 +24,6 @@ returned as a surrogate loss whose single `backward()` DDP all-reduces.
 """
 
 import logging
-import os
-import textwrap
 from typing import Any
 
 import torch
@@ -34,7 +33,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import GRPOTrainer
 
-from .checkpoint import GTACheckpointMetadata, library_versions
+from .checkpoint import GTACheckpointMetadata, SavesCheckpointMetadata, library_versions
 from .collator import target_token_ids
 from .config import GTAConfig
 from .dataset import LABEL_SET_COLUMN, check_columns, dataset_label_set, first_row
@@ -48,7 +47,7 @@ from .losses import (
     guess_cross_entropy,
     rows_with_reward_signal,
 )
-from .model_card import TAGS, gta_model_card
+from .model_card import TAGS
 from .prompts import GTAPromptTemplate
 from .reply_format import extract_block, normalize_label
 from .rewards import RewardFunc, answer_accuracy_reward, full_responses, gta_format_reward
@@ -57,27 +56,13 @@ from .spans import guess_span_mask
 logger = logging.getLogger(__name__)
 
 
-GTA_CITATION = textwrap.dedent("""\
-    @inproceedings{zeng-etal-2025-gta,
-        title     = {{GTA}: Supervised-Guided Reinforcement Learning for Text Classification with Large Language
-                     Models},
-        author    = {Zeng, Min and Sun, Jingfei and Luo, Xueyou and Zhang, Shiqi and Xie, Li and Liu, Caiquan and
-                     Chen, Xiaoxin},
-        booktitle = {Findings of the Association for Computational Linguistics: EMNLP 2025},
-        year      = {2025},
-        pages     = {1050--1060},
-        url       = {https://aclanthology.org/2025.findings-emnlp.56/},
-        eprint    = {2509.12108},
-    }""")
-
-
 def _named_eval_datasets(eval_dataset) -> list[tuple[str, Any]]:
     if isinstance(eval_dataset, dict):
         return [(f"evaluation ({name!r})", dataset) for name, dataset in eval_dataset.items()]
     return [("evaluation", eval_dataset)] if eval_dataset is not None else []
 
 
-class GTATrainer(GRPOTrainer):
+class GTATrainer(SavesCheckpointMetadata, GRPOTrainer):
     """Guess-Think-Answer trainer, constructed like `trl.GRPOTrainer`.
 
     Args:
@@ -507,7 +492,8 @@ class GTATrainer(GRPOTrainer):
     def checkpoint_metadata(self) -> GTACheckpointMetadata:
         """What a GTA checkpoint needs beyond the weights: label set, prompt template, generation budget, settings."""
         args = self.args
-        settings = {
+        settings = {"method": "gta" if args.sft_weight > 0 else "grpo"}
+        settings |= {
             name: getattr(args, name)
             for name in (
                 "sft_weight",
@@ -530,38 +516,6 @@ class GTATrainer(GRPOTrainer):
             settings=settings,
             versions=library_versions(),
         )
-
-    def _model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
-        base = self.model.config._name_or_path if hasattr(self.model, "config") else None
-        if hasattr(self.model, "peft_config"):
-            base = next(iter(self.model.peft_config.values())).base_model_name_or_path
-        name = model_name or os.path.basename(os.path.normpath(self.args.output_dir))
-        datasets = list(dict.fromkeys([*self.dataset_names, *([dataset_name] if dataset_name else [])]))
-        extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
-        return gta_model_card(
-            model_name=name,
-            metadata=self.checkpoint_metadata(),
-            base_model=base if base and not os.path.isdir(base) else None,
-            hub_model_id=self.args.hub_model_id or name,
-            datasets=datasets,
-            eval_results=self.eval_results,
-            citation=GTA_CITATION,
-            tags=extra_tags,
-        )
-
-    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
-        """trl-gta's own card (TRL's template lookup only searches TRL's package), with the dataset and tags that
-        `push_to_hub` passes."""
-        if self.is_world_process_zero():
-            self._model_card(model_name, dataset_name, tags).save(os.path.join(self.args.output_dir, "README.md"))
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        """Save the weights, then the checkpoint metadata and model card the classifier needs."""
-        super().save_model(output_dir, _internal_call)
-        output_dir = output_dir or self.args.output_dir
-        if self.args.should_save:
-            self.checkpoint_metadata().save(output_dir)
-            self._model_card().save(os.path.join(output_dir, "README.md"))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

@@ -1,4 +1,4 @@
-"""`trl-gta eval`: evaluate a checkpoint on a labelled dataset; writes `eval_results.json` and a confusion matrix.
+"""`trl-gta eval`: evaluate a checkpoint on a labelled dataset; writes `eval_results.json` and confusion matrices.
 
 ```bash
 trl-gta eval --model outputs/quickstart --dataset hwu64-scenario --mode guess
@@ -20,7 +20,7 @@ from . import UserError, parse_args
 class EvalArguments:
     """Arguments of `trl-gta eval`."""
 
-    model: str = field(metadata={"help": "Checkpoint folder (or Hub id, when the Hub is reachable)."})
+    model: str = field(metadata={"help": "Checkpoint folder of trl-gta train (or Hub id, when the Hub is reachable)."})
     dataset: str = field(
         metadata={
             "help": "A registered dataset name, a local folder or .jsonl/.csv/.parquet file, or a Hub dataset id."
@@ -54,10 +54,13 @@ class EvalArguments:
 
 
 def main(script_args: EvalArguments) -> None:
-    """Classify the split, measure, print a table and write `eval_results.json` and `confusion_matrix.png`."""
-    from ..checkpoint import GTA_CONFIG_FILE
+    """Classify the split, measure, print a table and write `eval_results.json` and a confusion matrix per run.
+
+    Answer and adaptive modes run twice on the same texts, free decoding first (the paper's accuracy: an answer
+    outside the label set is wrong), then labels decoding (every label scored in the answer slot): a column each.
+    """
     from ..classifier import GTAClassifier
-    from ..evaluation import evaluate_classifier, format_table, save_confusion_matrix, write_results
+    from ..evaluation import evaluate_classifier, format_columns, save_confusion_matrix, write_results
     from ..registry import load_classification_dataset
 
     args = script_args
@@ -74,39 +77,41 @@ def main(script_args: EvalArguments) -> None:
         )
     except (ValueError, RuntimeError) as error:
         raise UserError(str(error)) from error
-    dataset_labels = list(test.features["label"].names)
-    has_labels = os.path.exists(os.path.join(args.model, GTA_CONFIG_FILE))
     try:
-        classifier = GTAClassifier.from_pretrained(
-            args.model, labels=None if has_labels else dataset_labels, max_prompt_tokens=args.max_prompt_tokens
-        )
+        classifier = GTAClassifier.from_pretrained(args.model, max_prompt_tokens=args.max_prompt_tokens)
     except (OSError, ValueError) as error:
         raise UserError(str(error).splitlines()[0]) from error
     gold = test.features["label"].int2str(test["label"])
-    metrics, predictions = evaluate_classifier(
-        classifier,
-        test["text"],
-        gold,
-        args.mode,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        guess_batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        confidence_threshold=args.confidence_threshold,
-        progress=True,
-    )
     output_dir = args.output_dir or args.model
-    metrics.update(model=args.model, dataset=args.dataset, split=args.split)
-    path = write_results(metrics, output_dir)
-    save_confusion_matrix(
-        gold,
-        predictions,
-        classifier.labels,
-        os.path.join(output_dir, "confusion_matrix.png"),
-        title=f"{args.dataset} {args.split} ({args.mode})",
-    )
-    print(format_table({args.mode: metrics}))
-    print(f"wrote {path} and confusion_matrix.png")
+    os.makedirs(output_dir, exist_ok=True)
+    runs = {}
+    for decoding in (None,) if args.mode == "guess" else ("free", "labels"):
+        name = args.mode if decoding is None else f"{args.mode} ({decoding})"
+        metrics, predictions = evaluate_classifier(
+            classifier,
+            test["text"],
+            gold,
+            args.mode,
+            seed=args.seed,
+            answer_decoding=decoding or "labels",
+            batch_size=args.batch_size,
+            guess_batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            confidence_threshold=args.confidence_threshold,
+            progress=True,
+        )
+        runs[name] = metrics
+        save_confusion_matrix(
+            gold,
+            predictions,
+            classifier.labels,
+            os.path.join(output_dir, f"confusion_matrix{'' if decoding is None else '_' + decoding}.png"),
+            title=f"{args.dataset} {args.split} ({name})",
+        )
+    results = {"model": args.model, "dataset": args.dataset, "split": args.split, "mode": args.mode, "runs": runs}
+    path = write_results(results, output_dir)
+    print(format_columns(runs))
+    print(f"wrote {path} and {'one confusion matrix' if len(runs) == 1 else 'a confusion matrix per decoding'}")
 
 
 def make_parser(prog: str | None = None):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..predict_files import INPUT_FORMATS
-from ..reply_format import CLASSIFY_MODES
+from ..reply_format import ANSWER_DECODINGS, CLASSIFY_MODES
 from . import UserError, parse_args
 
 
@@ -30,6 +30,14 @@ class PredictArguments:
     mode: str = field(
         default="answer",
         metadata={"help": "answer, guess or adaptive (see GTAClassifier.predict).", "choices": list(CLASSIFY_MODES)},
+    )
+    answer_decoding: str = field(
+        default="labels",
+        metadata={
+            "help": "labels: every label scored in the answer slot, so every text gets one of the set; free: the "
+            "answer as decoded (one outside the set gives no label).",
+            "choices": list(ANSWER_DECODINGS),
+        },
     )
     input_format: str | None = field(
         default=None,
@@ -55,6 +63,10 @@ class PredictArguments:
     def __post_init__(self) -> None:
         if self.mode not in CLASSIFY_MODES:
             raise ValueError(f"mode must be one of {', '.join(CLASSIFY_MODES)}, got {self.mode!r}")
+        if self.answer_decoding not in ANSWER_DECODINGS:
+            raise ValueError(
+                f"answer_decoding must be one of {', '.join(ANSWER_DECODINGS)}, got {self.answer_decoding!r}"
+            )
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:
             raise ValueError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {self.input_format!r}")
         if min(self.top_k, self.batch_size, self.chunk_size) < 1:
@@ -90,6 +102,7 @@ def main(script_args: PredictArguments) -> None:
             max_new_tokens=args.max_new_tokens,
             max_prompt_tokens=args.max_prompt_tokens,
             overwrite=args.overwrite,
+            answer_decoding=args.answer_decoding,
         )
     except (OSError, ValueError) as error:
         hint = " (--skip_bad_rows skips and reports such rows)" if isinstance(error, BadRowError) else ""

@@ -90,6 +90,7 @@ def main(script_args: QuickstartArguments) -> dict:
                 gold,
                 mode,
                 seed=args.seed,
+                answer_decoding="free",  # the paper's reading: an answer outside the label set is wrong
                 batch_size=16,
                 max_new_tokens=MAX_NEW_TOKENS,
                 progress=True,

@@ -101,7 +101,8 @@ def _load_model(model_args, training_args):
 
 
 def main(script_args, training_args, model_args) -> None:
-    """Train, evaluate on the held-out split (answer mode, when `max_eval_samples` is set) and save.
+    """Train, evaluate on the held-out split (answer mode, free and labels decoding, when `max_eval_samples` is set)
+    and save; every method's checkpoint carries the metadata the classifier reads.
 
     Args:
         script_args: `trl_gta.methods.ScriptArguments`.
@@ -137,10 +138,9 @@ def main(script_args, training_args, model_args) -> None:
         )
     except (ValueError, DatasetUnavailableError) as error:
         raise UserError(str(error).splitlines()[0]) from error
-    if hasattr(trainer, "dataset_names"):
-        trainer.dataset_names = [script_args.dataset_name]
+    trainer.dataset_names = [script_args.dataset_name]
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    if script_args.method != "sft" and trainer.accelerator.is_main_process and script_args.max_eval_samples:
+    if trainer.accelerator.is_main_process and script_args.max_eval_samples:
         from ..classifier import GTAClassifier
 
         test = load_classification_dataset(
@@ -150,19 +150,25 @@ def main(script_args, training_args, model_args) -> None:
             training_args.seed,
             **dataset_options(script_args),
         )
+        saved = trainer.checkpoint_metadata()  # asked and read as the checkpoint will be, whatever the method
         model = trainer.accelerator.unwrap_model(trainer.model)
         classifier = GTAClassifier(
             model,
             tokenizer,
-            trainer.labels,
-            template,
+            saved.labels,
+            saved.prompt_template,
             script_args.max_prompt_tokens,
-            training_args.max_completion_length,
+            saved.max_completion_length,
         )
         gold = test.features["label"].int2str(test["label"])
-        metrics, _ = evaluate_classifier(classifier, test["text"], gold, "answer", progress=True)
-        trainer.eval_results = {f"{script_args.dataset_test_split} / answer": metrics}
-        write_results({"after": metrics}, training_args.output_dir)
+        after = {}
+        for decoding in ("free", "labels"):  # as `trl-gta eval`: the paper's reading first
+            after[decoding], _ = evaluate_classifier(
+                classifier, test["text"], gold, "answer", answer_decoding=decoding, progress=True
+            )
+        split = script_args.dataset_test_split
+        trainer.eval_results = {f"{split} / answer ({decoding})": metrics for decoding, metrics in after.items()}
+        write_results({"after": after}, training_args.output_dir)
     trainer.save_model(training_args.output_dir)
 
 
