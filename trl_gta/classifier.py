@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 from .checkpoint import GTA_CONFIG_FILE, HOW_TO_DESCRIBE, GTACheckpointMetadata
 from .prompts import GTAPromptTemplate, ensure_pad_token, fitted_prompts, tokenize_prompt
 from .reply_format import (
+    ANSWER_CLOSE,
     ANSWER_DECODINGS,
+    ANSWER_OPEN,
     ANSWER_TARGET,
     CLASSIFY_MODES,
     extract_block,
@@ -48,7 +50,6 @@ from .reply_format import (
 )
 
 logger = logging.getLogger(__name__)
-_ANSWER_OPEN, _ANSWER_CLOSE = ANSWER_TARGET.split("{label}")
 DEFAULT_MAX_NEW_TOKENS = 256
 """The reply budget when a checkpoint states none: the recipes' (answer mode stops at `</answer>` anyway)."""
 DRAFT_KEY_TOKENS = 4
@@ -282,9 +283,9 @@ class GTAClassifier:
         `<answer>`: "" when it wrote the whole tag), then `label</answer>`."""
         if opening not in self._answer_targets:
             texts = [
-                opening + target_continuation(ANSWER_TARGET.format(label=label), _ANSWER_OPEN) for label in self.labels
+                opening + target_continuation(ANSWER_TARGET.format(label=label), ANSWER_OPEN) for label in self.labels
             ]
-            self._answer_targets[opening] = self._slot_tokens(texts, _ANSWER_CLOSE)
+            self._answer_targets[opening] = self._slot_tokens(texts, ANSWER_CLOSE)
         return self._answer_targets[opening]
 
     def _last_position(self, length: int) -> torch.Tensor:
@@ -429,13 +430,13 @@ class GTAClassifier:
         A reply ending in a token that goes past `<answer>` keeps the tokens before it and reopens from there; one
         that never opened the answer (end of sequence, or the budget ran out) keeps what it wrote, and `<answer>` is
         written for it."""
-        if _ANSWER_OPEN in self.template.response_prefix:  # the prompt opened the answer: nothing was decoded
+        if ANSWER_OPEN in self.template.response_prefix:  # the prompt opened the answer: nothing was decoded
             return 0, ""
         kept = len(reply) - (bool(reply) and reply[-1] in self._stop_token_ids)
         text = self.tokenizer.decode(reply[:kept])
-        if _ANSWER_OPEN not in text:
-            return kept, _ANSWER_OPEN
-        end = text.index(_ANSWER_OPEN) + len(_ANSWER_OPEN)
+        if ANSWER_OPEN not in text:
+            return kept, ANSWER_OPEN
+        end = text.index(ANSWER_OPEN) + len(ANSWER_OPEN)
         if end == len(text):
             return kept, ""
         before = self.tokenizer.decode(reply[: kept - 1])
@@ -484,12 +485,12 @@ class GTAClassifier:
         )
         column_positions = torch.cat([torch.arange(shared, device=device).expand(batch, shared), tail_positions], 1)
         reply_starts = positions.tolist()  # per text, the position of its first reply token
-        stop = _ANSWER_OPEN if score_labels else _ANSWER_CLOSE
+        stop = ANSWER_OPEN if score_labels else ANSWER_CLOSE
         rows = list(range(batch))  # open rows, in the cache's row order
         replies: list[list[int]] = [[] for _ in prompt_ids]
         scored: list[tuple[int, str, torch.Tensor] | None] = [None] * batch
         new_tokens = [[token] for token in logits[:, -1].argmax(-1).tolist()]  # per open row, decoded last step
-        answer_open = score_labels and _ANSWER_OPEN in self.template.response_prefix
+        answer_open = score_labels and ANSWER_OPEN in self.template.response_prefix
         while True:
             keep, drafts, closed = [], [], []
             for index, row in enumerate(rows):
@@ -678,7 +679,7 @@ class GTAClassifier:
                     answer = max(prediction.answer_probs, key=prediction.answer_probs.get)
                     written = self.tokenizer.decode(tokens[:kept], skip_special_tokens=True) + opening
                     filled = ANSWER_TARGET.format(label=answer)
-                    reply = self.template.response_prefix + written + target_continuation(filled, _ANSWER_OPEN)
+                    reply = self.template.response_prefix + written + target_continuation(filled, ANSWER_OPEN)
                     self._read_reply(prediction, reply, mode, fallback_to_guess)
                     prediction.answer = prediction.label = answer  # whatever else the reply holds
                 else:

@@ -18,6 +18,8 @@ GUESS_TARGET = "<guess>{label}</guess>"
 """The teacher-forced target of the supervised guess loss, and what the classifier's guess mode scores."""
 ANSWER_TARGET = "<answer>{label}</answer>"
 """The answer slot filled with a label: the SFT baseline's whole target, and what labels decoding scores."""
+ANSWER_OPEN, ANSWER_CLOSE = ANSWER_TARGET.split("{label}")
+"""The tags around the answer: labels decoding stops once the reply holds the opening one."""
 CLASSIFY_MODES: tuple[str, ...] = ("answer", "guess", "adaptive")
 """Which part of a reply gives the label: the generated answer, the guess read without sampling, or the guess when
 confident and the answer otherwise."""
