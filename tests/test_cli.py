@@ -98,7 +98,7 @@ def test_eval_on_a_csv_file_with_other_columns_and_integer_labels(tmp_path, gta_
     args += ["--text_column", "utterance", "--label_column", "intent", "--dataset_label_names", *LABELS]
     assert main([*args, "--output_dir", str(tmp_path / "eval")]) == 0
     results = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
-    assert results["num_examples"] == 3 and results["dataset"] == str(reviews)
+    assert results["runs"]["guess"]["num_examples"] == 3 and results["dataset"] == str(reviews)
 
 
 def test_eval_errors_are_one_line(tmp_path, gta_checkpoint, data_folder, capsys):
