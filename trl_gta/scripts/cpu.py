@@ -1,8 +1,8 @@
 """`trl-gta train` on a machine without a GPU: TRL's GPU defaults that slow a CPU run, turned off unless set.
 
 TRL's configs default to `bf16=True` (mixed precision; without bf16 hardware a CPU emulates it) and
-`gradient_checkpointing=True` (recomputes every activation in backward, to save GPU memory). On this project's
-2-core CPU they made a GTA step 2.7x and an SFT step 2.4x slower than the benchmarks' settings (docs/benchmarks.md).
+`gradient_checkpointing=True` (recomputes every activation in backward, to save GPU memory). On a small CPU machine
+they make a step several times slower than the benchmarks' settings (measured in docs/benchmarks.md).
 """
 
 import os
