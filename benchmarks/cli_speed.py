@@ -58,7 +58,10 @@ def cli_flags(method: str, preset, steps: int, output_dir: str) -> list[str]:
     from convergence import prompt_setup
 
     _, _, prefix = prompt_setup(method)
-    flags = ["train", "--method", method, "--dataset_name", "hwu64-scenario", "--output_dir", output_dir]
+    from trl_gta.assets import smollm2_path
+
+    flags = ["train", "--method", method, "--model_name_or_path", smollm2_path(), "--dataset_name", "hwu64-scenario"]
+    flags += ["--output_dir", output_dir]
     flags += ["--max_train_samples", str(preset.budget_examples), "--max_steps", str(steps), "--seed", str(SEED)]
     flags += ["--learning_rate", str(preset.learning_rate), "--lr_scheduler_type", "constant"]
     flags += ["--system_prompt", "You classify texts.", "--max_prompt_tokens", "512", "--save_strategy", "no"]
