@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 from conftest import LABELS, tiny_model
 
@@ -384,3 +385,44 @@ def test_train_reports_bad_input_in_one_line(tmp_path, model_dir, data_folder, c
     error = capsys.readouterr().err
     assert "trl-gta train: error: The instructions and label list alone take" in error
     assert "Traceback" not in error and not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_cpu_defaults_turn_off_what_the_user_left_unset(tmp_path):
+    """On a machine without a GPU, TRL's bf16 and activation checkpointing defaults are turned off unless set."""
+    from trl_gta.scripts.cpu import cpu_default_flags, notice
+
+    off = ["--bf16", "false", "--activation_checkpointing", "false"]
+    assert cpu_default_flags(["--method", "gta"]) == off
+    assert cpu_default_flags(["--bf16", "true", "--gradient-checkpointing=true"]) == []
+    assert cpu_default_flags(["--fp16", "true"]) == off[2:]  # the precision is the user's
+    assert cpu_default_flags(["--no_activation_checkpointing"]) == off[:2]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("bf16: true\ngradient_checkpointing: true\n")
+    assert cpu_default_flags(["--config", str(recipe)]) == []
+    assert cpu_default_flags([f"--config={recipe}"]) == []
+    assert notice(off) == (
+        "no GPU: bf16 and activation_checkpointing off (TRL's GPU defaults, slow on a CPU); "
+        "`--bf16 true --activation_checkpointing true` keeps them"
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU defaults apply on a machine without a GPU")
+def test_train_on_a_cpu_says_which_gpu_defaults_it_turned_off(tmp_path, model_dir, data_folder, capsys, monkeypatch):
+    import trl_gta.methods
+
+    seen = {}
+    build_trainer = trl_gta.methods.build_trainer
+
+    def recording_build_trainer(method, model, tokenizer, train, args, *rest, **kwargs):
+        seen[method] = (args.bf16, args.activation_checkpointing)
+        return build_trainer(method, model, tokenizer, train, args, *rest, **kwargs)
+
+    monkeypatch.setattr(trl_gta.methods, "build_trainer", recording_build_trainer)
+    args = ["train", "--method", "sft", "--model_name_or_path", model_dir, "--dataset_name", str(data_folder)]
+    args += ["--output_dir", str(tmp_path / "sft"), "--max_steps", "1", "--per_device_train_batch_size", "2"]
+    assert main([*args, "--save_strategy", "no"]) == 0
+    assert seen["sft"] == (False, False)
+    assert "no GPU: bf16 and activation_checkpointing off" in capsys.readouterr().err
+    assert main([*args, "--save_strategy", "no", "--activation_checkpointing", "true"]) == 0
+    assert seen["sft"] == (False, True)
+    assert "no GPU: bf16 off" in capsys.readouterr().err

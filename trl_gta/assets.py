@@ -63,9 +63,12 @@ def smollm2_path() -> str:
         config = loaded.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config  # save_pretrained refuses a GGUF-quantized config
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict())
+        with torch.device("meta"):  # no weights of its own: it takes over the loaded tensors (one copy in memory)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict(), assign=True)
+        model.tie_weights()
         model.generation_config = loaded.generation_config
+        del loaded
         partial = target.with_name(target.name + ".partial")
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)

@@ -7,6 +7,7 @@ random, fair start v2; `--format_warmup_labels masked` masks the gold labels out
 format and valid-label rewards credit each well-placed block and an answer inside the label set.
 """
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from . import parse_args
 
+logger = logging.getLogger(__name__)
 PROMPTS_PER_STEP = 6
 NUM_GENERATIONS = 2
 DEFAULT_MAX_STEPS = 28
@@ -72,6 +74,7 @@ def main(script_args: QuickstartArguments) -> dict:
     torch.manual_seed(args.seed)
     max_steps = args.max_steps or DEFAULT_MAX_STEPS
     model_path = args.model_name_or_path or smollm2_path()
+    logger.info("quickstart: model load")  # the phases are logged for benchmarks/quickstart.py
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(model_path))
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     template = GTAPromptTemplate(response_prefix="<guess>", system_prompt="You classify texts.")
@@ -99,10 +102,13 @@ def main(script_args: QuickstartArguments) -> dict:
         current_model.train()
         return results
 
+    logger.info("quickstart: evaluation before training")
     before = evaluate(model)
+    logger.info("quickstart: format warm-up")
     model = get_peft_model(model, default_lora_config())
     warmup_dir = os.path.join(args.output_dir, "warmup")
     format_warmup(model, tokenizer, train_raw, template, warmup_dir, WARMUP_STEPS, labels=args.format_warmup_labels)
+    logger.info("quickstart: evaluation after the warm-up")
     warmed = evaluate(model)
     config = GTAConfig(
         output_dir=args.output_dir,
@@ -134,7 +140,9 @@ def main(script_args: QuickstartArguments) -> dict:
         valid_label_reward=args.valid_label_reward,
     )
     trainer.dataset_names = ["hwu64-scenario"]
+    logger.info("quickstart: GTA training")
     trainer.train()
+    logger.info("quickstart: evaluation after GTA")
     after = evaluate(trainer.accelerator.unwrap_model(trainer.model))
     trainer.eval_results = {f"hwu64-scenario test ({len(texts)}) / {mode}": after[mode] for mode in after}
     trainer.save_model(args.output_dir)

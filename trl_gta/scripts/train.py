@@ -172,6 +172,18 @@ def main(script_args, training_args, model_args) -> None:
     trainer.save_model(training_args.output_dir)
 
 
+def _cpu_defaults(argv: list[str]) -> list[str]:
+    """`argv` with TRL's slowing GPU defaults turned off where it leaves them unset, said in one line."""
+    import sys
+
+    from .cpu import cpu_default_flags, notice
+
+    flags = cpu_default_flags(argv)
+    if flags:
+        print(f"trl-gta train: {notice(flags)}", file=sys.stderr)
+    return flags + argv
+
+
 def make_parser(prog: str | None = None, method: str = "gta"):
     """The parser of `trl-gta train` for `method`: `ScriptArguments`, the method's config class, `ModelConfig`."""
     from trl import ModelConfig, SFTConfig, TrlParser
@@ -200,6 +212,8 @@ def run(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     _check(script_args)
     if script_args.dry_run and not torch.cuda.is_available():
         argv += ["--bf16", "false", "--use_cpu", "true"]  # validate the rest of a GPU recipe on a CPU machine
+    elif not torch.cuda.is_available():
+        argv = _cpu_defaults(argv)
     script_args, training_args, model_args = parse_args(make_parser(prog, script_args.method), argv)
     if script_args.dry_run:
         _dry_run(script_args, training_args, model_args)
