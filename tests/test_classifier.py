@@ -7,7 +7,7 @@ from conftest import LABELS, tiny_model
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from trl_gta import GTAClassifier, GTAPromptTemplate
+from trl_gta import GTAClassifier, GTAPromptTemplate, predict_file
 from trl_gta.classifier import _cache_argument, label_branch_points
 from trl_gta.prompts import tokenize_prompt
 from trl_gta.reply_format import extract_block, match_label
@@ -264,6 +264,20 @@ def test_drafts_from_earlier_replies_save_steps_not_tokens(trained_classifier, m
     assert [(p.raw_output, p.generated_tokens) for p in again] == [(p.raw_output, p.generated_tokens) for p in first]
     assert first_passes <= max(p.generated_tokens for p in first)  # the tails, then at most a pass per token
     assert len(widths) < first_passes / 3 and max(widths[1:]) > 1
+
+
+def test_predict_file_decodes_each_chunk_from_its_own_replies(trained_classifier, tmp_path):
+    """Drafts change the decoding steps' shapes, so the last bits of the probabilities: `predict_file` forgets them per
+    chunk, so a chunk writes the same bytes on whichever process, or in whichever run, labels it."""
+    texts = list(REPLIES)
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts))
+    trained_classifier.predict(texts, mode="answer", max_new_tokens=40)  # drafts from every reply
+    predict_file(trained_classifier, str(source), str(tmp_path / "out.jsonl"), chunk_size=2, max_new_tokens=40)
+    after_file = dict(trained_classifier._continuations)
+    trained_classifier.forget_drafts()
+    trained_classifier.predict(texts[2:], mode="answer", max_new_tokens=40)
+    assert after_file == trained_classifier._continuations  # the last chunk decoded from its own replies alone
 
 
 def test_answer_mode_parses_and_falls_back(tokenizer):

@@ -508,6 +508,7 @@ def _classify_chunks(
     try:
         with open(target, "ab") as f:
             for start, stop in chunks:
+                classifier.forget_drafts()  # a chunk's lines depend on nothing before it: same bytes on any process
                 predictions = classifier.predict(inputs.texts[start:stop], mode=mode, **options)
                 f.write(_json_lines(predictions, inputs.lines[start:stop], top_k).encode("utf-8"))
                 f.flush()
