@@ -44,8 +44,9 @@ What it runs, one case at a time (the case's trainer alone in memory), `gpu_chec
 The last lines printed are machine-readable, in `overhead.py`'s format with the model in the key
 (`MODEL/SETUP/SCOPE/VARIANT`, scope `-` for GRPO): `overhead_ratio[..]=` (median step wall time over GRPO's),
 `peak_memory_ratio[..]=` (step peak over GRPO's), `seconds_per_step[..]=`, `peak_step_GiB[..]=`,
-`peak_total_GiB[..]=`, then `answer_no_drafts_speedup=`, `answer_speedup=` and `guess_speedup=` (texts per second
-over the baseline's).
+`peak_total_GiB[..]=`, then `answer_no_drafts_speedup=`, `answer_labels_speedup=`, `answer_speedup=` and
+`guess_speedup=` (texts per second over the baseline's; answer modes decode freely but `answer_labels`, which scores
+the label set in the answer slot).
 
 `--device cpu --tiny` runs the same code on tiny models of the same two architectures (the tests do).
 """
@@ -238,6 +239,7 @@ class Results:
             out.append(f"failed[{key}]={error.splitlines()[0] if error else ''}")
         if self.classifier is not None:
             out.append(f"answer_no_drafts_speedup={self.classifier['answer_no_drafts']['speedup']:.2f}")
+            out.append(f"answer_labels_speedup={self.classifier['answer_labels']['speedup']:.2f}")
             out.append(f"answer_speedup={self.classifier['answer']['speedup']:.2f}")
             out.append(f"guess_speedup={self.classifier['guess']['speedup']:.1f}")
         if self.stopped:
@@ -326,12 +328,14 @@ def run_classifier(runtime: Runtime, tokenizer, labels: list[str], plan: Plan, s
     texts = load_classification_dataset("hwu64-scenario", "test", plan.classifier_texts, seed=seed)["text"]
     batch, new = plan.classifier_batch, plan.max_new_tokens
     kwargs = dict(batch_size=batch, guess_batch_size=batch, max_new_tokens=new)
+    free = dict(kwargs, answer_decoding="free")  # decodes the whole reply, as `model.generate` does
 
     def runs_on(chosen: list[str]) -> dict[str, Callable[[], list]]:
         return {
             "baseline": lambda: generate_on_full_prompts(classifier, chosen, batch, new),
-            "answer": lambda: classifier.predict(chosen, mode="answer", **kwargs),
-            "answer_no_drafts": lambda: no_drafts.predict(chosen, mode="answer", **kwargs),
+            "answer": lambda: classifier.predict(chosen, mode="answer", **free),
+            "answer_no_drafts": lambda: no_drafts.predict(chosen, mode="answer", **free),
+            "answer_labels": lambda: classifier.predict(chosen, mode="answer", **kwargs),
             "guess": lambda: classifier.predict(chosen, mode="guess", **kwargs),
         }
 
