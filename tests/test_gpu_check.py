@@ -51,7 +51,8 @@ def start_check(tmp_path, tokenizer_dir):
 
 def test_model_configs_are_the_released_architectures():
     known = json.loads(MODEL_CONFIGS.read_text())
-    billions = {"qwen2.5-3b-instruct": 3.09, "qwen3-4b": 4.02}  # the parameter counts the model cards state
+    # the parameter counts the model cards state
+    billions = {"qwen2.5-3b-instruct": 3.09, "qwen3-4b": 4.02, "llama-3.2-3b-instruct": 3.21}
     for name, entry in known.items():
         config = gpu_check.architecture_config(name)
         fields = type(config)().to_dict()
@@ -59,7 +60,7 @@ def test_model_configs_are_the_released_architectures():
         with torch.device("meta"):
             count = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
         assert round(count / 1e9, 2) == billions[name]
-        assert config.tie_word_embeddings and config.vocab_size == 151936
+        assert config.tie_word_embeddings and config.vocab_size == (128256 if "llama" in name else 151936)
     assert AutoConfig.for_model(**known["qwen3-4b"]["config"]).head_dim == 128
 
 

@@ -2,12 +2,14 @@
 not fit the GPU it names."""
 
 import glob
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
+from transformers import AutoConfig, AutoModelForCausalLM
 from trl import ModelConfig
 
 from trl_gta import GTAConfig
@@ -18,38 +20,9 @@ GIB = 1024**3
 ROOT = os.path.join(os.path.dirname(__file__), "..", "recipes")
 FULL_RECIPES = [r for r in sorted(glob.glob(os.path.join(ROOT, "*", "*", "config_*.yaml"))) if "qlora" not in r]
 
-# the recipes' architectures, from each model's config.json
-ARCHITECTURES = {
-    "Qwen/Qwen2.5-3B-Instruct": Qwen2Config(
-        vocab_size=151936,
-        hidden_size=2048,
-        intermediate_size=11008,
-        num_hidden_layers=36,
-        num_attention_heads=16,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    ),
-    "Qwen/Qwen3-4B": Qwen3Config(
-        vocab_size=151936,
-        hidden_size=2560,
-        intermediate_size=9728,
-        num_hidden_layers=36,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        tie_word_embeddings=True,
-    ),
-    "meta-llama/Llama-3.2-3B-Instruct": LlamaConfig(
-        vocab_size=128256,
-        hidden_size=3072,
-        intermediate_size=8192,
-        num_hidden_layers=28,
-        num_attention_heads=24,
-        num_key_value_heads=8,
-        head_dim=128,
-        tie_word_embeddings=True,
-    ),
-}
+# the recipes' architectures: the configs the GPU check builds its random-weight models from
+MODEL_CONFIGS = json.loads((Path(__file__).parents[1] / "benchmarks" / "model_configs.json").read_text())
+ARCHITECTURES = {entry["hub_id"]: AutoConfig.for_model(**entry["config"]) for entry in MODEL_CONFIGS.values()}
 
 
 def gta_config(tmp_path, **overrides) -> GTAConfig:
