@@ -392,10 +392,10 @@ class GTAClassifier:
         return {self.tokenizer.eos_token_id, *configured} - {None}
 
     def forget_drafts(self) -> None:
-        """Forget the drafts learnt from earlier replies. Drafts leave a greedy reply as it is up to float rounding, but
-        they change the shapes of the decoding steps and so the last bits of the probabilities; a caller whose output
-        must not depend on what was classified before (`predict_file`, per chunk, whichever process or run labels it)
-        starts here."""
+        """Forget the drafts learnt from earlier replies. Drafts leave a greedy reply as it is up to float rounding,
+        but they change the shapes of the decoding steps and so the last bits of the probabilities; a caller whose
+        output must not depend on what was classified before (`predict_file`, per chunk, whichever process or run
+        labels it) starts here."""
         self._continuations.clear()
 
     def _remember(self, reply: list[int]) -> None:
