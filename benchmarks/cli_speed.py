@@ -13,8 +13,10 @@ rewards; SFT: batches of 8 texts), each in its own process, one after the other:
 
 A step is timed from `on_step_begin` to `on_step_end` (sampling, losses, backward, optimizer), as the harness times
 its training; the format warm-up is left out of both (it is not part of the step); the first step is left out of
-the median (one-off set-up). Prints `cli_step_ratio[METHOD]=` (the CLI's median s/step over the harness's) per
-method. Time it alone (`flock -x /tmp/trl-gta-bench.lock python benchmarks/cli_speed.py`).
+the median (one-off set-up). The tokens each step trained on are recorded beside its time: the CLI runs with the
+harness's seeds and sample order, so equal tokens say the two sides did the same work. Prints
+`cli_step_ratio[METHOD]=` (the CLI's median s/step over the harness's) per method. Time it alone
+(`flock -x /tmp/trl-gta-bench.lock python benchmarks/cli_speed.py`).
 
     python benchmarks/cli_speed.py --methods gta sft --steps 6 --cli_keep both
 """
@@ -40,17 +42,25 @@ KEEP_FLAGS = {
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step, from `on_step_begin` to `on_step_end`."""
+    """Wall time of each optimizer step, from `on_step_begin` to `on_step_end`, and the tokens it trained on (the
+    deltas of TRL's logged `num_tokens`; both sides log every step)."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
+        self.tokens: list[int] = []
         self._start = 0.0
+        self._seen = 0
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.seconds.append(time.perf_counter() - self._start)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "num_tokens" in logs:
+            self.tokens.append(int(logs["num_tokens"]) - self._seen)
+            self._seen = int(logs["num_tokens"])
 
 
 def cli_flags(method: str, preset, steps: int, output_dir: str) -> list[str]:
@@ -63,6 +73,7 @@ def cli_flags(method: str, preset, steps: int, output_dir: str) -> list[str]:
     flags = ["train", "--method", method, "--model_name_or_path", smollm2_path(), "--dataset_name", "hwu64-scenario"]
     flags += ["--output_dir", output_dir]
     flags += ["--max_train_samples", str(preset.budget_examples), "--max_steps", str(steps), "--seed", str(SEED)]
+    flags += ["--data_seed", str(SEED), "--logging_steps", "1"]  # the harness's sample order and logging
     flags += ["--learning_rate", str(preset.learning_rate), "--lr_scheduler_type", "constant"]
     flags += ["--system_prompt", "You classify texts.", "--max_prompt_tokens", "512", "--save_strategy", "no"]
     flags += ["--use_peft", "true", "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0"]
@@ -75,7 +86,7 @@ def cli_flags(method: str, preset, steps: int, output_dir: str) -> list[str]:
     return [*flags, "--partial_format_reward", "true", "--valid_label_reward", str(preset.valid_label_reward)]
 
 
-def run_harness(method: str, preset, steps: int, output_dir: str) -> list[float]:
+def run_harness(method: str, preset, steps: int, output_dir: str) -> StepTimer:
     """The harness's trainer for `method` (as `convergence.run_one` builds it, without its evaluations)."""
     from convergence import load_split, prompt_setup, training_config
     from peft import get_peft_model
@@ -104,10 +115,10 @@ def run_harness(method: str, preset, steps: int, output_dir: str) -> list[float]
     timer = StepTimer()
     trainer.add_callback(timer)
     trainer.train()
-    return timer.seconds
+    return timer
 
 
-def run_cli(method: str, preset, steps: int, output_dir: str, extra: list[str]) -> list[float]:
+def run_cli(method: str, preset, steps: int, output_dir: str, extra: list[str]) -> StepTimer:
     """`trl-gta train` in this process, with a step timer added to the trainer it builds."""
     import trl_gta.methods
     from trl_gta.cli import main
@@ -122,32 +133,33 @@ def run_cli(method: str, preset, steps: int, output_dir: str, extra: list[str]) 
     trl_gta.methods.build_trainer = timed_build_trainer
     if main([*cli_flags(method, preset, steps, output_dir), *extra]):
         raise SystemExit("trl-gta train failed")
-    return timer.seconds
+    return timer
 
 
 def child(args) -> None:
-    """One run (`--side`), its step times printed as the last line (JSON)."""
+    """One run (`--side`), its step times and tokens printed as the last line (JSON)."""
     from convergence import PRESETS
 
     torch.set_num_threads(args.threads)  # the harness's setting; the CLI leaves torch's default, the same here
     preset = PRESETS["cpu"]
     with tempfile.TemporaryDirectory() as output_dir:
         if args.side == "harness":
-            seconds = run_harness(args.methods[0], preset, args.steps, output_dir)
+            timer = run_harness(args.methods[0], preset, args.steps, output_dir)
         else:
-            seconds = run_cli(args.methods[0], preset, args.steps, output_dir, KEEP_FLAGS.get(args.side, []))
-    print(json.dumps(seconds))
+            timer = run_cli(args.methods[0], preset, args.steps, output_dir, KEEP_FLAGS.get(args.side, []))
+    print(json.dumps({"seconds": timer.seconds, "tokens": timer.tokens}))
 
 
-def measure(method: str, side: str, args) -> float:
-    """Median s/step of one run in a fresh process (its first step left out)."""
+def measure(method: str, side: str, args) -> dict:
+    """One run in a fresh process: its median s/step (the first step left out), step times and tokens per step."""
     command = [sys.executable, __file__, "--side", side, "--methods", method, "--steps", str(args.steps)]
     command += ["--threads", str(args.threads)]
     result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
-    seconds = json.loads(result.stdout.strip().splitlines()[-1])
-    median = statistics.median(seconds[1:])
-    print(f"{method} {side}: {median:.2f} s/step (steps: {', '.join(f'{s:.1f}' for s in seconds)})", flush=True)
-    return median
+    run = json.loads(result.stdout.strip().splitlines()[-1])
+    run["s_per_step"] = statistics.median(run["seconds"][1:])
+    steps = ", ".join(f"{s:.1f}" for s in run["seconds"])
+    print(f"{method} {side}: {run['s_per_step']:.2f} s/step (steps: {steps}; tokens: {run['tokens']})", flush=True)
+    return run
 
 
 def main() -> None:
@@ -168,13 +180,15 @@ def main() -> None:
         sides = ["harness", "cli", *args.cli_keep]
         results[method] = {side: measure(method, side, args) for side in sides}
     for method, sides in results.items():
+        if sides["cli"]["tokens"] != sides["harness"]["tokens"]:
+            print(f"warning: {method}: the CLI trained on other tokens than the harness: unlike work compared")
         for side in args.cli_keep:
-            print(f"cli_keep_ratio[{method}/{side}]={sides[side] / sides['harness']:.2f}")
+            print(f"cli_keep_ratio[{method}/{side}]={sides[side]['s_per_step'] / sides['harness']['s_per_step']:.2f}")
     if args.output:
         with open(args.output, "w") as f:
             json.dump(results, f, indent=2)
     for method, sides in results.items():
-        print(f"cli_step_ratio[{method}]={sides['cli'] / sides['harness']:.2f}")
+        print(f"cli_step_ratio[{method}]={sides['cli']['s_per_step'] / sides['harness']['s_per_step']:.2f}")
 
 
 if __name__ == "__main__":

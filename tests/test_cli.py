@@ -426,3 +426,26 @@ def test_train_on_a_cpu_says_which_gpu_defaults_it_turned_off(tmp_path, model_di
     assert main([*args, "--save_strategy", "no", "--activation_checkpointing", "true"]) == 0
     assert seen["sft"] == (False, True)
     assert "no GPU: bf16 off" in capsys.readouterr().err
+
+
+def test_train_seeds_the_adapter_init(tmp_path, model_dir, data_folder, monkeypatch):
+    """`--seed` fixes the LoRA adapter's random init: runs are reproducible, and the CLI starts where the benchmark
+    harness does (`benchmarks/cli_speed.py` compares them token for token)."""
+    import trl_gta.methods
+
+    inits = []
+    build_trainer = trl_gta.methods.build_trainer
+
+    def recording_build_trainer(*args, **kwargs):
+        trainer = build_trainer(*args, **kwargs)
+        inits.append({k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_A" in k})
+        return trainer
+
+    monkeypatch.setattr(trl_gta.methods, "build_trainer", recording_build_trainer)
+    args = ["train", "--method", "sft", "--model_name_or_path", model_dir, "--dataset_name", str(data_folder)]
+    args += ["--max_steps", "1", "--per_device_train_batch_size", "2", "--save_strategy", "no", "--use_peft", "true"]
+    for seed in ("7", "7", "8"):
+        assert main([*args, "--output_dir", str(tmp_path / seed), "--seed", seed]) == 0
+    assert inits[0] and inits[0].keys() == inits[1].keys()
+    assert all(torch.equal(inits[0][k], inits[1][k]) for k in inits[0])
+    assert not all(torch.equal(inits[0][k], inits[2][k]) for k in inits[0])
