@@ -33,12 +33,11 @@ import time
 import torch
 from transformers import TrainerCallback
 
+from trl_gta.scripts.cpu import KEEP_FLAGS as CPU_KEEP_FLAGS
+
 SEED = 0
-KEEP_FLAGS = {
-    "bf16": ["--bf16", "true"],
-    "activation_checkpointing": ["--activation_checkpointing", "true"],
-    "both": ["--bf16", "true", "--activation_checkpointing", "true"],
-}
+KEEP_FLAGS = {name: list(flags) for name, flags in CPU_KEEP_FLAGS.items()}
+KEEP_FLAGS["both"] = [flag for flags in CPU_KEEP_FLAGS.values() for flag in flags]
 
 
 class StepTimer(TrainerCallback):

@@ -402,7 +402,7 @@ def test_cpu_defaults_turn_off_what_the_user_left_unset(tmp_path):
     assert cpu_default_flags([f"--config={recipe}"]) == []
     assert notice(off) == (
         "no GPU: bf16 and activation_checkpointing off (TRL's GPU defaults, slow on a CPU); "
-        "`--bf16 true --activation_checkpointing true` keeps them"
+        "`--bf16 true --use_cpu true --activation_checkpointing true` keeps them"
     )
 
 

@@ -16,6 +16,12 @@ GPU_DEFAULTS: dict[str, tuple[str, ...]] = {
 the precision is the user's once either half-precision flag is set; `gradient_checkpointing` is transformers' older
 name of `activation_checkpointing`."""
 
+KEEP_FLAGS: dict[str, tuple[str, ...]] = {
+    "bf16": ("--bf16", "true", "--use_cpu", "true"),
+    "activation_checkpointing": ("--activation_checkpointing", "true"),
+}
+"""The flags that keep each default on a CPU: transformers refuses bf16 without a GPU unless `use_cpu` is set."""
+
 
 def _flag_names(argv: Sequence[str]) -> set[str]:
     """The option names given on a command line, as dataclass field names (`--no-foo=x` -> `foo`)."""
@@ -57,5 +63,5 @@ def cpu_default_flags(argv: Sequence[str]) -> list[str]:
 def notice(flags: Sequence[str]) -> str:
     """The one start-up line saying which GPU defaults a CPU run turned off, and how to keep them."""
     names = [flag.removeprefix("--") for flag in flags[::2]]
-    keep = " ".join(f"--{name} true" for name in names)
+    keep = " ".join(flag for name in names for flag in KEEP_FLAGS[name])
     return f"no GPU: {' and '.join(names)} off (TRL's GPU defaults, slow on a CPU); `{keep}` keeps them"
