@@ -429,8 +429,8 @@ def test_train_on_a_cpu_says_which_gpu_defaults_it_turned_off(tmp_path, model_di
 
 
 def test_train_seeds_the_adapter_init(tmp_path, model_dir, data_folder, monkeypatch):
-    """`--seed` fixes the LoRA adapter's random init: runs are reproducible, and the CLI starts where the benchmark
-    harness does (`benchmarks/cli_speed.py` compares them token for token)."""
+    """`--seed` fixes the LoRA adapter's random init (TRL seeds before adding it): runs are reproducible, which
+    `benchmarks/cli_speed.py` relies on to compare the CLI with the harness token for token."""
     import trl_gta.methods
 
     inits = []
