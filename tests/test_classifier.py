@@ -8,7 +8,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from trl_gta import GTAClassifier, GTAPromptTemplate, predict_file
-from trl_gta.classifier import _cache_argument, label_branch_points
+from trl_gta.classifier import label_branch_points
 from trl_gta.prompts import tokenize_prompt
 from trl_gta.reply_format import extract_block, match_label
 
@@ -50,22 +50,6 @@ def test_label_branch_points_are_where_sequences_diverge():
     branches = label_branch_points([[5, 1, 9], [5, 2, 9], [5, 2, 3, 9], [7, 9]])
     assert branches == {(): [5, 7], (5,): [1, 2], (5, 2): [9, 3]}
     assert label_branch_points([[1, 2], [1, 2]]) == {}
-
-
-def test_cache_argument_follows_the_forward_signature():
-    class Renamed:  # transformers' newer name
-        def forward(self, input_ids, cache=None, **kwargs): ...
-
-    class Legacy:
-        def forward(self, input_ids, past_key_values=None, **kwargs): ...
-
-    class Wrapped:  # a PEFT model: `forward(*args, **kwargs)` over its base model
-        def forward(self, *args, **kwargs): ...
-
-        def get_base_model(self):
-            return Renamed()
-
-    assert [_cache_argument(m) for m in (Renamed(), Legacy(), Wrapped())] == ["cache", "past_key_values", "cache"]
 
 
 @pytest.mark.parametrize("prefix", ["", "<guess>"])

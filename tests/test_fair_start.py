@@ -48,7 +48,7 @@ def test_build_trainer_warms_up_the_adapter_the_trainer_continues(
     )
     (call,) = recorded_warmups
     assert (call["max_steps"], call["batch_size"], call["learning_rate"], call["seed"]) == (2, 4, 1e-2, 5)
-    assert call["labels"] == "random" and call["peft_config"] is not None
+    assert call["labels"] == "random" and call["peft_config"] is not None and not call["share_prompt_prefix"]
     assert trainer.model is call["warmed"]  # the trainer continues the warmed-up adapter, not a fresh one
     assert not trainer.model.is_activation_checkpointing
     names = [f.__name__ for f in trainer.reward_funcs]
@@ -87,10 +87,11 @@ def test_train_cli_exposes_the_fair_start(tmp_path, model_dir, recorded_warmups)
     args += ["--save_strategy", "no", "--gradient_checkpointing", "false"]
     args += ["--use_peft", "true", "--lora_r", "2", "--lora_target_modules", "all-linear"]
     args += ["--format_warmup_steps", "1", "--format_warmup_labels", "masked", "--format_warmup_learning_rate", "0.01"]
-    args += ["--valid_label_reward", "true"]
+    args += ["--valid_label_reward", "true", "--share_prompt_prefix", "true"]
     assert main(args) == 0
     (call,) = recorded_warmups
     assert (call["max_steps"], call["labels"], call["learning_rate"]) == (1, "masked", 0.01)
+    assert call["share_prompt_prefix"]  # the warm-up computes the prompt prefix once, as the RL run does
     assert (out / "adapter_config.json").exists()
     with pytest.raises(SystemExit):  # argparse choices
         main([*args, "--format_warmup_labels", "gold"])

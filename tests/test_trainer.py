@@ -710,3 +710,62 @@ def test_checkpoint_asks_the_training_question_with_the_training_budget(tmp_path
     classifier = GTAClassifier.from_pretrained(args.output_dir)
     assert classifier.template.chat_template_kwargs == {"enable_thinking": False}
     assert classifier.max_new_tokens == 10
+
+
+def test_shared_prompt_prefix_gives_the_same_rollouts_losses_and_gradients(tmp_path, tokenizer, raw_dataset):
+    """`share_prompt_prefix` computes the prompts' common prefix once: same completions, RL and guess losses and
+    gradients as the plain forwards, up to float rounding."""
+    dataset = build_gta_dataset(raw_dataset.select(range(3)))
+    rows = [dataset[i] for i in (0, 0, 1, 1, 2, 2)]
+    trainers = {}
+    for share in (False, True):
+        args = make_args(
+            tmp_path / str(share),
+            share_prompt_prefix=share,
+            gradient_checkpointing=False,
+            per_device_train_batch_size=6,
+            num_generations=2,
+        )
+        trainers[share] = GTATrainer(
+            model=tiny_model(tokenizer),
+            reward_funcs=[length_reward],
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+    generated = {}
+    for share, trainer in trainers.items():
+        torch.manual_seed(0)
+        generated[share] = trainer._generate_and_score_completions(rows)
+    assert torch.equal(generated[True]["completion_ids"], generated[False]["completion_ids"])
+    inputs = generated[False]
+    results = {}
+    for share, trainer in trainers.items():
+        model, trainer.current_gradient_accumulation_steps = trainer.model, 1  # as the training loop sets it
+        params = [p for p in model.parameters() if p.requires_grad]
+        calls = []
+        hook = model.register_forward_hook(
+            lambda m, a, kw, out, calls=calls: calls.append(kw["input_ids"].shape), with_kwargs=True
+        )
+        try:
+            rl, guess = trainer._rl_term(model, inputs), trainer._guess_loss(model, inputs)
+        finally:
+            hook.remove()
+        results[share] = (rl, guess, torch.autograd.grad(rl + guess, params), calls)
+    (rl, guess, grads, calls), (rl_shared, guess_shared, grads_shared, calls_shared) = results[False], results[True]
+    torch.testing.assert_close(rl_shared, rl)
+    torch.testing.assert_close(guess_shared, guess)
+    for got, want in zip(grads_shared, grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    # the RL forward ran its 6 rows without the shared prefix, which ran once, for one row
+    assert calls_shared[0][0] == 1 and calls_shared[1][0] == 6 and calls_shared[1][1] < calls[0][1]
+
+
+def test_shared_prompt_prefix_is_refused_with_activation_checkpointing(tmp_path, tokenizer, raw_dataset):
+    with pytest.raises(ValueError, match="share_prompt_prefix does not work with activation checkpointing"):
+        GTATrainer(
+            model=tiny_model(tokenizer),
+            args=make_args(tmp_path, share_prompt_prefix=True, gradient_checkpointing=True),
+            train_dataset=build_gta_dataset(raw_dataset),
+            processing_class=tokenizer,
+        )

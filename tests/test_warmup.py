@@ -82,7 +82,7 @@ def test_random_warmup_supervises_whole_replies(tokenizer, raw_dataset, monkeypa
         def train(self):
             pass
 
-    monkeypatch.setattr("trl.SFTTrainer", Recorder)
+    monkeypatch.setattr("trl_gta.warmup.SFTTrainer", Recorder)
     template = GTAPromptTemplate(response_prefix="<guess>")
     format_warmup(tiny_model(tokenizer), tokenizer, raw_dataset, template, "unused", max_steps=1, seed=3)
     rows = captured["rows"]  # the first max_steps x batch_size = 8 of the 9 texts
@@ -133,3 +133,36 @@ def test_warmup_refuses_an_iterable_dataset_with_a_clear_error(tokenizer, raw_da
     template = GTAPromptTemplate(response_prefix="<guess>")
     with pytest.raises(TypeError, match=r"map-style datasets.Dataset .* got IterableDataset.*take\(16\)"):
         format_warmup(tiny_model(tokenizer), tokenizer, raw_dataset.to_iterable_dataset(), template, "x", max_steps=2)
+
+
+def test_shared_prompt_prefix_warmup_trains_as_the_plain_one(tmp_path, tokenizer, raw_dataset):
+    """The warm-up with the prompts' common prefix computed once (for one row) takes the same steps: the same weights
+    up to float rounding (which Adam's normalized steps amplify where a gradient is near zero). It refuses activation
+    checkpointing."""
+    template = GTAPromptTemplate(response_prefix="<guess>")
+    initial = {n: p.detach().clone() for n, p in tiny_model(tokenizer).named_parameters()}
+    weights, rows = {}, {}
+    for share in (False, True):
+        model = tiny_model(tokenizer)
+        rows[share] = []
+        model.register_forward_hook(
+            lambda m, a, kw, out, seen=rows[share]: seen.append(kw["input_ids"].size(0)), with_kwargs=True
+        )
+        warmed = format_warmup(
+            model, tokenizer, raw_dataset, template, str(tmp_path / str(share)), 2, 4, 1e-2, share_prompt_prefix=share
+        )
+        weights[share] = {n: p.detach() for n, p in warmed.named_parameters()}
+    assert 1 in rows[True] and 1 not in rows[False]  # the prefix ran for one row
+    assert any(not torch.equal(initial[n], p) for n, p in weights[False].items())
+    for name, value in weights[True].items():  # Adam's steps are about 1e-2 each at this rate
+        torch.testing.assert_close(value, weights[False][name], rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="activation checkpointing"):
+        format_warmup(
+            tiny_model(tokenizer),
+            tokenizer,
+            raw_dataset,
+            template,
+            "x",
+            share_prompt_prefix=True,
+            gradient_checkpointing=True,
+        )

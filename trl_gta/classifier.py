@@ -20,7 +20,6 @@ runs only each text's own tokens (and the template's closing tokens) over a copy
 """
 
 import copy
-import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -48,6 +47,7 @@ from .reply_format import (
     match_label,
     target_continuation,
 )
+from .shared_prefix import cache_argument
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -116,13 +116,6 @@ def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return length
 
 
-def _cache_argument(model) -> str:
-    """The forward's name for a KV cache: transformers renamed `past_key_values` to `cache`, and drops the old name
-    in 5.40 (a model that ignored it would score the texts without their prompt)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model's kwargs pass through
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
 class GTAClassifier:
     """A causal LM used as a text classifier: the model, its tokenizer, the label set and the prompt template it was
     trained with, so that it is asked the question it learnt to answer.
@@ -158,7 +151,7 @@ class GTAClassifier:
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         self._prefix_cache: tuple[tuple[int, ...], DynamicCache] | None = None
-        self._cache_argument = _cache_argument(model)
+        self._cache_argument = cache_argument(model)
         self._continuations: dict[tuple[int, ...], tuple[int, ...]] = {}  # token run -> what followed it last
         self._answer_targets: dict[str, list[list[int]]] = {}  # opening -> labels decoding's continuations
         self._told_about_the_answer_slot = False

@@ -258,6 +258,7 @@ def build_trainer(
             bf16=args.bf16,
             use_cpu=args.use_cpu,
             gradient_checkpointing=args.gradient_checkpointing,
+            share_prompt_prefix=args.share_prompt_prefix,
         )
         peft_config = None  # the warm-up wrapped the model; the trainer continues its adapter
     return GTATrainer(

@@ -1,6 +1,6 @@
 """`GTATrainer`: TRL's GRPOTrainer plus a supervised guess loss, guess-span masking and gradient-conflict rules.
 
-Six hooks, each small:
+Seven hooks, each small:
 - `_generate_and_score_completions`: mask the sampled guess span out of the RL loss (through `tool_mask`) and
   attach the teacher-forced gold-guess targets to every row;
 - `_calculate_rewards`: decide from the rewards which rows carry a policy gradient (groups whose rewards differ), and
@@ -9,7 +9,9 @@ Six hooks, each small:
 - `compute_loss`: TRL's GRPO loss + the guess cross-entropy, their gradients kept apart where the conflict rule
   needs them (see `losses.py` for the rule);
 - `_get_per_token_logps_and_entropies`: replay the RL forward's outputs, so that the policy term alone
-  (`conflict_signal="policy_gradient"`) is computed by TRL's own loss without a second forward;
+  (`conflict_signal="policy_gradient"`) is computed by TRL's own loss without a second forward; with
+  `share_prompt_prefix`, compute the rows' common prompt prefix once (`shared_prefix.py`);
+- `_generate_single_turn`: with `share_prompt_prefix`, the rollouts compute the prompts' common prefix once too;
 - `_clip_grad_norm` / `_get_grad_norm`: with `conflict_scope="step"`, apply the rule once per optimizer step to the
   accumulated, process-averaged gradients, before clipping;
 - `checkpoint_metadata` / `_load_optimizer_and_scheduler`: what every checkpoint carries (labels, prompt template,
@@ -51,6 +53,7 @@ from .model_card import TAGS
 from .prompts import GTAPromptTemplate
 from .reply_format import extract_block, normalize_label
 from .rewards import RewardFunc, answer_accuracy_reward, full_responses, gta_format_reward
+from .shared_prefix import SharedPrefixModel, forward_with_shared_prefix, shared_prefix_generation
 from .spans import guess_span_mask
 
 logger = logging.getLogger(__name__)
@@ -140,6 +143,7 @@ class GTATrainer(SavesCheckpointMetadata, GRPOTrainer):
         self._target_cache: dict[tuple[str, str], list[int]] = {}
         self._trainable_params: list[torch.Tensor] | None = None
         self._decomposable = self._check_gradient_setup()
+        self._check_prefix_sharing()
         # step scope: the SFT (and policy-term) gradient accumulated over the current window, and whether any of its
         # rows carries a reward signal
         self._sft_grads: list[torch.Tensor | None] | None = None
@@ -194,7 +198,29 @@ class GTATrainer(SavesCheckpointMetadata, GRPOTrainer):
         logger.info("GTA trains on the plain sum of the SFT and RL losses here; gta/grad_cosine is not logged.")
         return False
 
+    def _check_prefix_sharing(self) -> None:
+        """`share_prompt_prefix` builds a KV cache inside each forward: refuse where that cannot hold."""
+        if not self.args.share_prompt_prefix:
+            return
+        reasons = {
+            "activation checkpointing (its recomputed forward would extend the prefix cache again)": (
+                self.args.gradient_checkpointing
+            ),
+            "several processes (each forward would run the wrapped model twice)": self.accelerator.num_processes > 1,
+            "vLLM or continuous-batching generation": self.use_vllm or self.use_transformers_continuous_batching,
+            "a vision-language model": self._is_vlm,
+        }
+        found = [reason for reason, present in reasons.items() if present]
+        if found:
+            raise ValueError(f"share_prompt_prefix does not work with {' or '.join(found)}; set it to False.")
+
     # ----------------------------------------------------------------------------------------------- rollouts
+    def _generate_single_turn(self, *args, **kwargs):
+        if not self.args.share_prompt_prefix:
+            return super()._generate_single_turn(*args, **kwargs)
+        with shared_prefix_generation(self.accelerator.unwrap_model(self.model_wrapped)):
+            return super()._generate_single_turn(*args, **kwargs)
+
     def _guess_targets(self, label: str, prefix: str) -> list[int]:
         key = (label, prefix)
         if key not in self._target_cache:
@@ -270,15 +296,14 @@ class GTATrainer(SavesCheckpointMetadata, GRPOTrainer):
         start = int(prompt_mask.any(dim=0).nonzero()[0])  # drop the columns that are padding in every kept row
         input_ids = torch.cat([prompt_ids[:, start:], target_ids[first]], dim=1)
         attention_mask = torch.cat([prompt_mask[:, start:], target_mask[first]], dim=1)
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         targets = target_ids[first].masked_fill(target_mask[first] == 0, -100)
+        # without sharing (limit 0) this is the plain forward, positions counted from each row's first real token
+        limit = int(prompt_mask.sum(dim=1).min()) - 1 if self.args.share_prompt_prefix else 0
         with self.accelerator.autocast():
-            logits = model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                logits_to_keep=targets.size(1) + 1,
-            ).logits
+            outputs, _ = forward_with_shared_prefix(
+                model, input_ids, attention_mask, limit, logits_to_keep=targets.size(1) + 1
+            )
+            logits = outputs.logits
         return guess_cross_entropy(logits[:, :-1], targets, self.args.sft_loss_reduction, weights=counts)
 
     def _sft_term(self, model, inputs) -> torch.Tensor:
@@ -298,10 +323,14 @@ class GTATrainer(SavesCheckpointMetadata, GRPOTrainer):
         regularized = self.beta != 0.0 or self._entropy_bonus_enabled or self.aux_loss_enabled
         return self.args.conflict_signal == "policy_gradient" and regularized
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         if self._replayed_logps is not None:
             return self._replayed_logps
-        outputs = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self.args.share_prompt_prefix:  # TRL's labels score the completion: the prefix stays inside the prompt
+            model = SharedPrefixModel(model)
+        outputs = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+        )
         if self._capture_logps:
             self._replayed_logps, self._capture_logps = outputs, False
         return outputs

@@ -21,9 +21,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from trl import SFTConfig, SFTTrainer
+
 from .collator import GTACollator
 from .dataset import build_gta_dataset, dataset_label_set
 from .prompts import GTAPromptTemplate
+from .shared_prefix import SharedPrefixModel
 
 WARMUP_LABELS = ("random", "masked")
 FORMAT_EXAMPLE_THINK = "The text is about {label}."
@@ -122,6 +125,7 @@ def format_warmup(
     labels: str = "random",
     peft_config: Any = None,
     max_prompt_tokens: int | None = None,
+    share_prompt_prefix: bool = False,
     **sft_kwargs: Any,
 ) -> Any:
     """Train `model` for `max_steps` supervised steps on replies in `template`'s format that carry no task signal.
@@ -132,14 +136,15 @@ def format_warmup(
     with `peft_config` the model is wrapped first (as `SFTTrainer` does), so that the RL trainer can continue the same
     adapter. `max_prompt_tokens` cuts texts as `build_gta_dataset` does for the RL run. The model's gradient
     checkpointing is left as it was found (the warm-up's `SFTConfig` turns it on by default, and an RL config that
-    leaves it off would not turn it off again). `sft_kwargs` override `SFTConfig` fields.
+    leaves it off would not turn it off again). `share_prompt_prefix` computes the prompt prefix every row shares
+    once per step (`shared_prefix.py`; without activation checkpointing, which it then leaves off). `sft_kwargs`
+    override `SFTConfig` fields.
 
     Returns:
         The warmed-up model (the PeftModel when `peft_config` was given).
     """
     import torch
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
     if labels not in WARMUP_LABELS:
         raise ValueError(f"labels must be one of {WARMUP_LABELS}, got {labels!r}.")
@@ -183,9 +188,12 @@ def format_warmup(
         "seed": seed,
         "use_cpu": not torch.cuda.is_available(),
         "bf16": False,
+        **({"gradient_checkpointing": False} if share_prompt_prefix else {}),
         **sft_kwargs,
     }
-    trainer = SFTTrainer(
+    if share_prompt_prefix and config.get("gradient_checkpointing"):
+        raise ValueError("share_prompt_prefix does not work with activation checkpointing; set it to False.")
+    trainer = (_SharedPrefixSFTTrainer if share_prompt_prefix else SFTTrainer)(
         model=model,
         args=SFTConfig(**config),
         train_dataset=rows,
@@ -199,6 +207,13 @@ def format_warmup(
         disable = getattr(warmed, "activation_checkpointing_disable", None) or warmed.gradient_checkpointing_disable
         disable()
     return warmed
+
+
+class _SharedPrefixSFTTrainer(SFTTrainer):
+    """`SFTTrainer` whose forward computes the rows' common prompt prefix once (the labels keep the reply whole)."""
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        return super().compute_loss(SharedPrefixModel(model), inputs, *args, **kwargs)
 
 
 def _checkpointing(model: Any) -> bool:
