@@ -22,6 +22,7 @@ DEFAULT_MAX_STEPS = 28
 WARMUP_STEPS = 8
 DEFAULT_EVAL_SAMPLES = 48
 MAX_NEW_TOKENS = 64
+MICRO_BATCHES = 2  # each step's 12 rollouts train as 2 micro-batches of 6 rows: peak 3.5 GB here, against 5.0
 
 
 @dataclass
@@ -122,7 +123,8 @@ def main(script_args: QuickstartArguments) -> dict:
     config = GTAConfig(
         output_dir=args.output_dir,
         max_steps=max_steps,
-        per_device_train_batch_size=PROMPTS_PER_STEP * NUM_GENERATIONS,
+        per_device_train_batch_size=PROMPTS_PER_STEP * NUM_GENERATIONS // MICRO_BATCHES,
+        gradient_accumulation_steps=MICRO_BATCHES,  # still one generation of 12 rows per optimizer step
         num_generations=NUM_GENERATIONS,
         max_completion_length=MAX_NEW_TOKENS,
         learning_rate=5e-4,
