@@ -66,10 +66,22 @@ def drop_prefix(tensor: torch.Tensor, attention_mask: torch.Tensor, k: int) -> t
         tensor([[0, 7],
                 [8, 9]])
     """
-    starts, _ = _real_token_starts(attention_mask)
+    return _drop(tensor, _real_token_starts(attention_mask)[0], k)
+
+
+def _drop(tensor: torch.Tensor, starts: torch.Tensor, k: int) -> torch.Tensor:
     columns = torch.arange(tensor.size(1) - k, device=tensor.device)[None]
     index = columns + k * (columns >= starts[:, None])  # a row's left padding keeps its columns
     return tensor.gather(1, index)
+
+
+def _split(input_ids: torch.Tensor, attention_mask: torch.Tensor, starts: torch.Tensor, k: int):
+    """The prefix (the first row's `k` leading real tokens, `(1, k)`), the rows without it, their mask, and the
+    attention mask over the prefix's columns followed by theirs."""
+    first = int(starts[0])
+    mask = _drop(attention_mask, starts, k)
+    full_mask = torch.cat([mask.new_ones(mask.size(0), k), mask], dim=1)
+    return input_ids[:1, first : first + k], _drop(input_ids, starts, k), mask, full_mask
 
 
 def cache_argument(model: Any) -> str:
@@ -123,14 +135,13 @@ def forward_with_shared_prefix(
     if k == 0:
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs), 0
-    first = int(starts[0])
-    cache = _prefix_cache(model, input_ids[:1, first : first + k], input_ids.size(0))
-    mask = drop_prefix(attention_mask, attention_mask, k)
+    prefix, rest, mask, full_mask = _split(input_ids, attention_mask, starts, k)
+    cache = _prefix_cache(model, prefix, input_ids.size(0))
     if labels is not None:
-        kwargs["labels"] = drop_prefix(labels, attention_mask, k)
+        kwargs["labels"] = _drop(labels, starts, k)
     outputs = model(
-        input_ids=drop_prefix(input_ids, attention_mask, k),
-        attention_mask=torch.cat([mask.new_ones(mask.size(0), k), mask], dim=1),
+        input_ids=rest,
+        attention_mask=full_mask,
         position_ids=k + (mask.cumsum(dim=1) - 1).clamp(min=0),
         **cache,
         **kwargs,
@@ -166,15 +177,12 @@ def generate_with_shared_prefix(
     k = shared_prefix_length(input_ids, attention_mask, limit=int(attention_mask.sum(dim=1).min()) - 1)
     if k == 0:
         return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    starts, _ = _real_token_starts(attention_mask)
-    first = int(starts[0])
-    prefix = input_ids[:1, first : first + k]
+    prefix, rest, _, full_mask = _split(input_ids, attention_mask, _real_token_starts(attention_mask)[0], k)
     with torch.no_grad():
         cache = _prefix_cache(model, prefix, input_ids.size(0))
-    mask = drop_prefix(attention_mask, attention_mask, k)
     return generate(
-        input_ids=torch.cat([prefix.expand(input_ids.size(0), -1), drop_prefix(input_ids, attention_mask, k)], dim=1),
-        attention_mask=torch.cat([mask.new_ones(mask.size(0), k), mask], dim=1),
+        input_ids=torch.cat([prefix.expand(input_ids.size(0), -1), rest], dim=1),
+        attention_mask=full_mask,
         **cache,
         **kwargs,
     )
