@@ -5,7 +5,6 @@ gta and grpo, `trl.SFTConfig` for sft), the prompt format, the rewards and the c
 """
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +21,6 @@ from .warmup import WARMUP_LABELS, format_warmup
 
 METHODS = ("gta", "grpo", "sft")
 DEFAULT_PROMPT_FORMAT = {"gta": "gta", "grpo": "think_answer", "sft": "answer"}
-LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""The linear layers of a Llama, Qwen or Mistral decoder layer: what `all-linear` adapts there, by name."""
 
 
 @dataclass
@@ -169,21 +166,11 @@ def prompt_template(script_args: ScriptArguments, chat_template_kwargs: dict | N
     )
 
 
-def default_lora_config(r: int = 16, layers: Sequence[int] | None = None):
-    """The LoRA setup of the quickstart and benchmarks: rank `r`, alpha `2r`, every linear layer of the decoder layers
-    `layers` (all by default; Llama-style module names otherwise). Adapting only the top layers stops the backward
-    there: nothing below is saved for it or differentiated, so a CPU step is faster and leaner."""
+def default_lora_config(r: int = 16):
+    """The LoRA setup of the quickstart and benchmarks: rank `r`, alpha `2r`, every linear layer."""
     from peft import LoraConfig
 
-    if layers is None:
-        return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
-    return LoraConfig(
-        r=r,
-        lora_alpha=2 * r,
-        target_modules=list(LLAMA_LINEAR_MODULES),
-        layers_to_transform=list(layers),
-        task_type="CAUSAL_LM",
-    )
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
 def grpo_baseline(config: GTAConfig) -> GTAConfig:
