@@ -49,6 +49,13 @@ class GTAConfig(GRPOConfig):
             for one row, and let every row attend to its keys and values: in generation, the RL loss and the guess
             loss. Same results up to float rounding, with far fewer tokens when the prompts are long and the texts
             short. One process, no activation checkpointing, transformers generation (not vLLM), text-only models.
+        group_by_completion_length (`bool`, *optional*, defaults to `False`):
+            Lay out each optimizer step's rollouts so that completions of similar length share a micro-batch (TRL
+            splits them at random), and the micro-batches of short completions are computed short. Changes nothing
+            without gradient accumulation; with it, leaves the gradient of the losses normalized per sequence or over
+            the whole step (`dapo`, `dr_grpo`, `grpo`; `sft_loss_reduction="sequence_sum"`) unchanged, and reweights
+            those averaged over each micro-batch (`bnpo`, `"token_mean"`, TRL's entropy bonus) as another random split
+            would.
         labels (`list[str]` or `None`, *optional*):
             The label set. `None` takes it from a dataset built by `build_gta_dataset`.
     """
@@ -102,6 +109,13 @@ class GTAConfig(GRPOConfig):
             "texts. One process, no activation checkpointing, no vLLM."
         },
     )
+    group_by_completion_length: bool = field(
+        default=False,
+        metadata={
+            "help": "With gradient accumulation, put completions of similar length in the same micro-batch (TRL "
+            "splits them at random), so that less padding is computed; same gradient for dapo, dr_grpo and grpo."
+        },
+    )
     labels: list[str] | None = field(
         default=None,
         metadata={"help": "The label set. Default: the label set carried by a dataset built with build_gta_dataset."},
@@ -126,3 +140,9 @@ class GTAConfig(GRPOConfig):
             # the trainer's backward (RL loss or surrogate) reaches every trainable parameter
             self.ddp_find_unused_parameters = False
         super().__post_init__()
+        if self.group_by_completion_length and self.steps_per_generation % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"group_by_completion_length regroups the micro-batches of each optimizer step within one generation: "
+                f"steps_per_generation ({self.steps_per_generation}) must be a multiple of "
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps})."
+            )

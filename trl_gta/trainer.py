@@ -1,6 +1,8 @@
 """`GTATrainer`: TRL's GRPOTrainer plus a supervised guess loss, guess-span masking and gradient-conflict rules.
 
-Seven hooks, each small:
+Eight hooks, each small:
+- `_prepare_inputs`: each micro-batch without the columns that pad all its rows, and with
+  `group_by_completion_length`, the long completions of a step in the same micro-batches (`padding.py`);
 - `_generate_and_score_completions`: mask the sampled guess span out of the RL loss (through `tool_mask`) and
   attach the teacher-forced gold-guess targets to every row;
 - `_calculate_rewards`: decide from the rewards which rows carry a policy gradient (groups whose rewards differ), and
@@ -10,7 +12,8 @@ Seven hooks, each small:
   needs them (see `losses.py` for the rule);
 - `_get_per_token_logps_and_entropies`: replay the RL forward's outputs, so that the policy term alone
   (`conflict_signal="policy_gradient"`) is computed by TRL's own loss without a second forward; with
-  `share_prompt_prefix`, compute the rows' common prompt prefix once (`shared_prefix.py`);
+  `share_prompt_prefix`, compute the rows' common prompt prefix once (`shared_prefix.py`); on a CPU, let TRL's LM
+  head score the completion tokens only;
 - `_generate_single_turn`: with `share_prompt_prefix`, the rollouts compute the prompts' common prefix once too;
 - `_clip_grad_norm` / `_get_grad_norm`: with `conflict_scope="step"`, apply the rule once per optimizer step to the
   accumulated, process-averaged gradients, before clipping;
@@ -50,6 +53,7 @@ from .losses import (
     rows_with_reward_signal,
 )
 from .model_card import TAGS
+from .padding import group_by_length, score_labelled_positions_only, trim_padding
 from .prompts import GTAPromptTemplate
 from .reply_format import extract_block, normalize_label
 from .rewards import RewardFunc, answer_accuracy_reward, full_responses, gta_format_reward
@@ -229,6 +233,18 @@ class GTATrainer(SavesCheckpointMetadata, GRPOTrainer):
             )
         return self._target_cache[key]
 
+    def _prepare_inputs(self, generation_batch):
+        if self._is_vlm:  # vision inputs align with the prompt's columns and split by image
+            return super()._prepare_inputs(generation_batch)
+        args = self.args
+        fresh = self._step % (args.steps_per_generation * self.num_iterations) == 0 or self._buffered_inputs is None
+        inputs = super()._prepare_inputs(generation_batch)
+        accumulation = args.gradient_accumulation_steps
+        if self.model.training and fresh and args.group_by_completion_length and accumulation > 1:
+            self._buffered_inputs = group_by_length(self._buffered_inputs, accumulation)
+            inputs = self._buffered_inputs[self._step % args.steps_per_generation]
+        return trim_padding(inputs)
+
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         prefixes = [x.get("response_prefix") or "" for x in inputs]
@@ -328,9 +344,10 @@ class GTATrainer(SavesCheckpointMetadata, GRPOTrainer):
             return self._replayed_logps
         if self.args.share_prompt_prefix:  # TRL's labels score the completion: the prefix stays inside the prompt
             model = SharedPrefixModel(model)
-        outputs = super()._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
-        )
+        with score_labelled_positions_only(input_ids.device):
+            outputs = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
         if self._capture_logps:
             self._replayed_logps, self._capture_logps = outputs, False
         return outputs

@@ -95,7 +95,7 @@ def main(script_args: QuickstartArguments) -> dict:
                 mode,
                 seed=args.seed,
                 answer_decoding="free",  # the paper's reading: an answer outside the label set is wrong
-                batch_size=16,
+                batch_size=len(texts),  # one batch: decoding here is bound by reading the weights, not by rows
                 max_new_tokens=MAX_NEW_TOKENS,
                 progress=True,
             )
@@ -125,6 +125,7 @@ def main(script_args: QuickstartArguments) -> dict:
         max_steps=max_steps,
         per_device_train_batch_size=PROMPTS_PER_STEP * NUM_GENERATIONS // MICRO_BATCHES,
         gradient_accumulation_steps=MICRO_BATCHES,  # still one generation of 12 rows per optimizer step
+        group_by_completion_length=True,  # long replies share a micro-batch; the other is computed short
         num_generations=NUM_GENERATIONS,
         max_completion_length=MAX_NEW_TOKENS,
         learning_rate=5e-4,
