@@ -2,12 +2,11 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-from conftest import gta_args, length_reward, tiny_model
+from conftest import gta_args, length_reward
 from gradient_reference import record_steps
 from trl.trainer import utils as trl_utils
 
 import trl_gta.trainer as trainer_module
-from trl_gta import GTATrainer, build_gta_dataset
 from trl_gta.padding import group_by_length, score_labelled_positions_only, trim_padding
 
 
@@ -78,18 +77,10 @@ def test_group_by_length_refuses_a_window_that_does_not_divide_the_micro_batches
         group_by_length([batch] * 3, window=2)
 
 
-def test_cpu_scoring_of_labelled_positions_gives_the_same_log_probs_and_gradients(
-    tmp_path, tokenizer, raw_dataset, monkeypatch
-):
+def test_cpu_scoring_of_labelled_positions_gives_the_same_log_probs_and_gradients(make_trainer, monkeypatch):
     """TRL's fused head scores the completion tokens only inside the block (not every prompt and padding position),
     with the same log-probs and gradients; outside it, TRL's own choice is back."""
-    trainer = GTATrainer(
-        model=tiny_model(tokenizer),
-        reward_funcs=[length_reward],
-        args=gta_args(tmp_path / "out"),
-        train_dataset=build_gta_dataset(raw_dataset),
-        processing_class=tokenizer,
-    )
+    trainer = make_trainer(trainer_kwargs={"reward_funcs": [length_reward]})
     model = trainer.model
     input_ids = torch.randint(3, 300, (3, 9))
     attention_mask = torch.ones_like(input_ids)
@@ -127,7 +118,7 @@ def test_scoring_switch_is_left_alone_off_a_cpu():
     assert trl_utils._use_triton is original
 
 
-def test_trimmed_and_grouped_micro_batches_give_the_same_update(tmp_path, tokenizer, raw_dataset, monkeypatch):
+def test_trimmed_and_grouped_micro_batches_give_the_same_update(make_trainer, monkeypatch):
     """4 prompts x 4 completions of varied lengths in 4 micro-batches per step: the plain layout (TRL's random split,
     full width), trimmed micro-batches, and micro-batches grouped by length then trimmed update the weights alike."""
     layouts = {"plain": (False, False), "trimmed": (True, False), "grouped": (True, True)}
@@ -135,8 +126,8 @@ def test_trimmed_and_grouped_micro_batches_give_the_same_update(tmp_path, tokeni
     for name, (trim, group) in layouts.items():
         if not trim:
             monkeypatch.setattr(trainer_module, "trim_padding", lambda batch: batch)
-        args = gta_args(
-            tmp_path / name,
+        trainer = make_trainer(
+            trainer_kwargs={"reward_funcs": [length_reward]},
             optim="sgd",
             learning_rate=0.5,
             lr_scheduler_type="constant",
@@ -147,13 +138,6 @@ def test_trimmed_and_grouped_micro_batches_give_the_same_update(tmp_path, tokeni
             max_steps=1,
             group_by_completion_length=group,
             seed=3,
-        )
-        trainer = GTATrainer(
-            model=tiny_model(tokenizer),
-            reward_funcs=[length_reward],
-            args=args,
-            train_dataset=build_gta_dataset(raw_dataset),
-            processing_class=tokenizer,
         )
         steps = record_steps(trainer)
         trainer.train()
