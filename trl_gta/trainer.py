@@ -236,13 +236,13 @@ class GTATrainer(SavesCheckpointMetadata, GRPOTrainer):
     def _prepare_inputs(self, generation_batch):
         if self._is_vlm:  # vision inputs align with the prompt's columns and split by image
             return super()._prepare_inputs(generation_batch)
-        args = self.args
-        fresh = self._step % (args.steps_per_generation * self.num_iterations) == 0 or self._buffered_inputs is None
+        buffered = self._buffered_inputs
         inputs = super()._prepare_inputs(generation_batch)
-        accumulation = args.gradient_accumulation_steps
-        if self.model.training and fresh and args.group_by_completion_length and accumulation > 1:
+        accumulation = self.args.gradient_accumulation_steps
+        generated = self.model.training and self._buffered_inputs is not buffered  # TRL buffered a new generation
+        if generated and self.args.group_by_completion_length and accumulation > 1:
             self._buffered_inputs = group_by_length(self._buffered_inputs, accumulation)
-            inputs = self._buffered_inputs[self._step % args.steps_per_generation]
+            inputs = self._buffered_inputs[self._step % self.args.steps_per_generation]
         return trim_padding(inputs)
 
     def _generate_and_score_completions(self, inputs):
