@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from trl.trainer.utils import split_tensor_dict
 
 COMPLETION_ALIGNED_KEYS = (
     "completion_ids",
@@ -111,13 +112,8 @@ def group_by_length(micro_batches: list[dict[str, Any]], window: int) -> list[di
     for start in range(0, len(micro_batches), window):
         part = micro_batches[start : start + window]
         merged = {key: _concatenate([batch[key] for batch in part]) for key in part[0]}
-        lengths = merged["completion_mask"].sum(dim=1).cpu()
-        order = torch.argsort(lengths, descending=True, stable=True)
-        size = len(order) // window
-        grouped += [
-            {key: _rows(value, order[i * size : (i + 1) * size]) for key, value in merged.items()}
-            for i in range(window)
-        ]
+        order = torch.argsort(merged["completion_mask"].sum(dim=1).cpu(), descending=True, stable=True)
+        grouped += split_tensor_dict({key: _rows(value, order) for key, value in merged.items()}, window)
     return grouped
 
 
