@@ -21,7 +21,7 @@ NUM_GENERATIONS = 2
 DEFAULT_MAX_STEPS = 28
 WARMUP_STEPS = 8
 DEFAULT_EVAL_SAMPLES = 48
-MAX_NEW_TOKENS = 64
+MAX_NEW_TOKENS = 64  # the default completion cap, in training and in evaluation
 MICRO_BATCHES = 2  # each step's 12 rollouts train as 2 micro-batches of 6 rows: peak 3.5 GB here, against 5.0
 
 
@@ -49,6 +49,18 @@ class QuickstartArguments:
     valid_label_reward: bool = field(
         default=True, metadata={"help": "Add the valid-label reward (1 for an answer that is a label of the set)."}
     )
+    max_completion_length: int = field(
+        default=MAX_NEW_TOKENS,
+        metadata={"help": "Longest GTA rollout in tokens; a longer one is cut (shorter steps, less accurate here)."},
+    )
+    eval_max_new_tokens: int = field(
+        default=MAX_NEW_TOKENS, metadata={"help": "Longest reply decoded in each evaluation, in tokens."}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_completion_length", "eval_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1 token, got {getattr(self, name)}.")
 
 
 def main(script_args: QuickstartArguments) -> dict:
@@ -96,7 +108,7 @@ def main(script_args: QuickstartArguments) -> dict:
                 seed=args.seed,
                 answer_decoding="free",  # the paper's reading: an answer outside the label set is wrong
                 batch_size=len(texts),  # one batch: decoding here is bound by reading the weights, not by rows
-                max_new_tokens=MAX_NEW_TOKENS,
+                max_new_tokens=args.eval_max_new_tokens,
                 progress=True,
             )
             results[mode] = metrics
@@ -127,7 +139,7 @@ def main(script_args: QuickstartArguments) -> dict:
         gradient_accumulation_steps=MICRO_BATCHES,  # still one generation of 12 rows per optimizer step
         group_by_completion_length=True,  # long replies share a micro-batch; the other is computed short
         num_generations=NUM_GENERATIONS,
-        max_completion_length=MAX_NEW_TOKENS,
+        max_completion_length=args.max_completion_length,
         learning_rate=5e-4,
         lr_scheduler_type="constant",
         beta=0.0,
@@ -169,6 +181,8 @@ def main(script_args: QuickstartArguments) -> dict:
         "max_steps": max_steps,
         "train_examples": max_steps * PROMPTS_PER_STEP,
         "warmup_steps": WARMUP_STEPS,
+        "max_completion_length": args.max_completion_length,
+        "eval_max_new_tokens": args.eval_max_new_tokens,
         "format_warmup_labels": args.format_warmup_labels,
         "valid_label_reward": args.valid_label_reward,
         "before": before,
